@@ -1,0 +1,98 @@
+// cutecpp: offline picture engine, C API.
+//
+// This header is the only thing the Python binding sees: cutecpp/_ffi_build.py
+// feeds the declarations between CUTECPP_CDEF_BEGIN and CUTECPP_CDEF_END to
+// cffi, so keep that region plain C (no macros other than CUTECPP_API, no
+// preprocessor lines).
+//
+// Conventions (as llama.h / whisper.h):
+//  - opaque handles: a cutecpp_model is immutable after loading and may be
+//    shared between threads; a cutecpp_context belongs to one generation at a
+//    time and must not be used from two threads at once;
+//  - every call that can fail returns a cutecpp_status; on failure
+//    cutecpp_last_error() returns a message for the calling thread;
+//  - no C++ exception ever crosses this boundary;
+//  - a pointer returned by the library is owned by the library and is valid
+//    until the handle it came from is freed (or, for strings with no handle,
+//    until the next call on the same thread).
+
+#ifndef CUTECPP_H
+#define CUTECPP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#if defined(_WIN32)
+#  define CUTECPP_API __declspec(dllexport)
+#else
+#  define CUTECPP_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// CUTECPP_CDEF_BEGIN
+
+typedef enum cutecpp_status {
+    CUTECPP_OK                  = 0,
+    CUTECPP_ERR_INVALID_ARGUMENT = 1,  // a NULL handle, a bad parameter value
+    CUTECPP_ERR_IO              = 2,  // missing file, directory, unreadable, mmap failed
+    CUTECPP_ERR_FORMAT          = 3,  // not GGUF, truncated, corrupt, unsupported version
+    CUTECPP_ERR_MODEL           = 4,  // valid GGUF but not a valid cutecpp bundle
+    CUTECPP_ERR_UNSUPPORTED     = 5,  // a config value or dtype this build does not support
+    CUTECPP_ERR_OUT_OF_MEMORY   = 6,
+    CUTECPP_ERR_INTERNAL        = 7,  // a bug: please report it
+} cutecpp_status;
+
+struct cutecpp_model;
+struct cutecpp_context;
+
+struct cutecpp_model_params {
+    bool use_mmap;   // map the weights instead of reading them into memory
+};
+
+struct cutecpp_context_params {
+    int32_t n_threads;  // <= 0: one per CPU the process may run on (its affinity mask)
+};
+
+// Library identity and machine description.
+CUTECPP_API const char * cutecpp_version(void);
+// Space separated ggml CPU features that are available, e.g. "AVX2 F16C FMA".
+CUTECPP_API const char * cutecpp_cpu_features(void);
+// Threads a context uses by default.
+CUTECPP_API int32_t      cutecpp_default_threads(void);
+// Message of the last failed call on this thread ("" if none).
+CUTECPP_API const char * cutecpp_last_error(void);
+CUTECPP_API const char * cutecpp_status_name(cutecpp_status status);
+
+CUTECPP_API struct cutecpp_model_params   cutecpp_model_default_params(void);
+CUTECPP_API struct cutecpp_context_params cutecpp_context_default_params(void);
+
+// Loads and validates a model bundle (docs/bundle-format.md). Every key,
+// tensor name, shape, dtype, offset and size is checked before any tensor is
+// used; on failure *out is NULL and cutecpp_last_error() names the problem.
+CUTECPP_API cutecpp_status cutecpp_model_load(const char * path,
+                                              struct cutecpp_model_params params,
+                                              struct cutecpp_model ** out);
+CUTECPP_API void           cutecpp_model_free(struct cutecpp_model * model);
+
+// A JSON object describing the bundle: format version, model id, the config
+// of each component, tensor count, bytes per dtype, file size. Owned by the
+// model.
+CUTECPP_API const char *   cutecpp_model_info_json(const struct cutecpp_model * model);
+
+CUTECPP_API cutecpp_status cutecpp_context_init(const struct cutecpp_model * model,
+                                                struct cutecpp_context_params params,
+                                                struct cutecpp_context ** out);
+CUTECPP_API void           cutecpp_context_free(struct cutecpp_context * ctx);
+CUTECPP_API int32_t        cutecpp_context_n_threads(const struct cutecpp_context * ctx);
+
+// CUTECPP_CDEF_END
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // CUTECPP_H

@@ -1,0 +1,150 @@
+// The C API: every entry point runs inside guard(), so no exception escapes.
+#include "cutecpp.h"
+
+#include "error.h"
+#include "model.h"
+
+#include "ggml-cpu.h"
+#include "ggml.h"
+
+#include <sched.h>
+#include <string>
+#include <thread>
+
+#ifndef CUTECPP_VERSION
+#error "CUTECPP_VERSION must be defined by the build"
+#endif
+
+namespace cutecpp {
+const char * last_error();
+}
+
+struct cutecpp_context {
+    const cutecpp_model * model;
+    int32_t n_threads;
+};
+
+using namespace cutecpp;
+
+namespace {
+
+std::string cpu_features() {
+    struct Feature {
+        const char * name;
+        int (*has)();
+    };
+    static const Feature features[] = {
+        {"SSE3", ggml_cpu_has_sse3},           {"SSSE3", ggml_cpu_has_ssse3},
+        {"AVX", ggml_cpu_has_avx},             {"AVX_VNNI", ggml_cpu_has_avx_vnni},
+        {"AVX2", ggml_cpu_has_avx2},           {"BMI2", ggml_cpu_has_bmi2},
+        {"F16C", ggml_cpu_has_f16c},           {"FMA", ggml_cpu_has_fma},
+        {"AVX512", ggml_cpu_has_avx512},       {"AVX512_VBMI", ggml_cpu_has_avx512_vbmi},
+        {"AVX512_VNNI", ggml_cpu_has_avx512_vnni}, {"AVX512_BF16", ggml_cpu_has_avx512_bf16},
+        {"AMX_INT8", ggml_cpu_has_amx_int8},   {"NEON", ggml_cpu_has_neon},
+        {"ARM_FMA", ggml_cpu_has_arm_fma},     {"FP16_VA", ggml_cpu_has_fp16_va},
+        {"DOTPROD", ggml_cpu_has_dotprod},     {"MATMUL_INT8", ggml_cpu_has_matmul_int8},
+        {"SVE", ggml_cpu_has_sve},             {"SME", ggml_cpu_has_sme},
+        {"RISCV_V", ggml_cpu_has_riscv_v},     {"VSX", ggml_cpu_has_vsx},
+        {"WASM_SIMD", ggml_cpu_has_wasm_simd}, {"LLAMAFILE", ggml_cpu_has_llamafile},
+    };
+    std::string out;
+    for (const auto & f : features) {
+        if (f.has()) out += (out.empty() ? "" : " ") + std::string(f.name);
+    }
+    return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char * cutecpp_version(void) { return CUTECPP_VERSION; }
+
+const char * cutecpp_cpu_features(void) {
+    static const std::string features = [] {
+        try {
+            return cpu_features();
+        } catch (...) {
+            return std::string();
+        }
+    }();
+    return features.c_str();
+}
+
+int32_t cutecpp_default_threads(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        const int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    const unsigned n = std::thread::hardware_concurrency();
+    return n > 0 ? static_cast<int32_t>(n) : 1;
+}
+
+const char * cutecpp_last_error(void) { return last_error(); }
+
+const char * cutecpp_status_name(cutecpp_status status) {
+    switch (status) {
+        case CUTECPP_OK: return "ok";
+        case CUTECPP_ERR_INVALID_ARGUMENT: return "invalid argument";
+        case CUTECPP_ERR_IO: return "i/o error";
+        case CUTECPP_ERR_FORMAT: return "format error";
+        case CUTECPP_ERR_MODEL: return "invalid model";
+        case CUTECPP_ERR_UNSUPPORTED: return "unsupported";
+        case CUTECPP_ERR_OUT_OF_MEMORY: return "out of memory";
+        case CUTECPP_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+struct cutecpp_model_params cutecpp_model_default_params(void) {
+    cutecpp_model_params p;
+    p.use_mmap = true;
+    return p;
+}
+
+struct cutecpp_context_params cutecpp_context_default_params(void) {
+    cutecpp_context_params p;
+    p.n_threads = 0;
+    return p;
+}
+
+cutecpp_status cutecpp_model_load(const char * path, struct cutecpp_model_params params, struct cutecpp_model ** out) {
+    return guard([&] {
+        if (out == nullptr) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_model_load: out is NULL");
+        *out = nullptr;
+        if (path == nullptr || path[0] == '\0') fail(CUTECPP_ERR_INVALID_ARGUMENT, "no model path given");
+        try {
+            *out = new cutecpp_model(path, params.use_mmap);
+        } catch (const Error & e) {
+            // Every load error reads "<path>: <problem>".
+            fail(e.status(), std::string(path) + ": " + e.what());
+        }
+    });
+}
+
+void cutecpp_model_free(struct cutecpp_model * model) { delete model; }
+
+const char * cutecpp_model_info_json(const struct cutecpp_model * model) {
+    return model ? model->info_json.c_str() : "null";
+}
+
+cutecpp_status cutecpp_context_init(const struct cutecpp_model * model, struct cutecpp_context_params params,
+                                    struct cutecpp_context ** out) {
+    return guard([&] {
+        if (out == nullptr) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_context_init: out is NULL");
+        *out = nullptr;
+        if (model == nullptr) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_context_init: model is NULL");
+        if (params.n_threads > 1024) {
+            fail(CUTECPP_ERR_INVALID_ARGUMENT, "n_threads " + std::to_string(params.n_threads) + " is too large");
+        }
+        const int32_t threads = params.n_threads > 0 ? params.n_threads : cutecpp_default_threads();
+        *out = new cutecpp_context{model, threads};
+    });
+}
+
+void cutecpp_context_free(struct cutecpp_context * ctx) { delete ctx; }
+
+int32_t cutecpp_context_n_threads(const struct cutecpp_context * ctx) { return ctx ? ctx->n_threads : 0; }
+
+}  // extern "C"

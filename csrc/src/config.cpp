@@ -1,0 +1,175 @@
+#include "config.h"
+
+#include "error.h"
+#include "gguf_file.h"
+#include "json.h"
+
+#include <algorithm>
+
+namespace cutecpp {
+
+namespace {
+
+// Bounds that no real model reaches; beyond them a value is corrupt, and
+// bounding it keeps every size computed from the config far from overflow.
+constexpr uint32_t kMaxChannels = 8192;
+constexpr uint32_t kMaxLevels = 8;
+constexpr uint32_t kMaxLayersPerBlock = 8;
+constexpr uint32_t kMaxHeads = 128;
+constexpr uint32_t kMaxLatentChannels = 64;
+constexpr uint32_t kMaxSampleSize = 1024;
+constexpr size_t kMaxIdLength = 256;
+
+[[noreturn]] void bad_value(const std::string & key, const std::string & why) {
+    fail(CUTECPP_ERR_UNSUPPORTED, "key '" + key + "': " + why);
+}
+
+uint32_t u32_in(const GGUFFile & f, const std::string & key, uint32_t lo, uint32_t hi) {
+    const uint32_t v = f.get_u32(key);
+    if (v < lo || v > hi) {
+        bad_value(key, "value " + std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
+                           std::to_string(hi) + "]");
+    }
+    return v;
+}
+
+std::string one_of(const GGUFFile & f, const std::string & key, const std::vector<std::string> & allowed) {
+    const std::string v = f.get_string(key);
+    if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
+        std::string list;
+        for (const auto & a : allowed) list += (list.empty() ? "" : ", ") + a;
+        bad_value(key, "unsupported value '" + v + "' (supported: " + list + ")");
+    }
+    return v;
+}
+
+UnetConfig read_unet(const GGUFFile & f) {
+    const std::string p = "cutecpp.unet.";
+    UnetConfig c;
+    c.in_channels = u32_in(f, p + "in_channels", 1, kMaxLatentChannels);
+    c.out_channels = u32_in(f, p + "out_channels", 1, kMaxLatentChannels);
+    c.layers_per_block = u32_in(f, p + "layers_per_block", 1, kMaxLayersPerBlock);
+    c.cross_attention_dim = u32_in(f, p + "cross_attention_dim", 1, kMaxChannels);
+    c.norm_num_groups = u32_in(f, p + "norm_num_groups", 1, kMaxChannels);
+    c.freq_shift = u32_in(f, p + "freq_shift", 0, 1);
+    c.sample_size = u32_in(f, p + "sample_size", 1, kMaxSampleSize);
+    c.flip_sin_to_cos = f.get_bool(p + "flip_sin_to_cos");
+    c.use_linear_projection = f.get_bool(p + "use_linear_projection");
+    c.norm_eps = f.get_f32(p + "norm_eps");
+    if (!(c.norm_eps > 0.0f && c.norm_eps < 1.0f)) bad_value(p + "norm_eps", "must be in (0, 1)");
+    c.mid_block = one_of(f, p + "mid_block_type", {"UNetMidBlock2DCrossAttn", "none"}) != "none";
+    const uint32_t tlayers = f.get_u32(p + "transformer_layers_per_block");
+    if (tlayers != 1) bad_value(p + "transformer_layers_per_block", "only 1 is supported, got " + std::to_string(tlayers));
+
+    c.block_out_channels = f.get_u32_array(p + "block_out_channels");
+    const size_t n = c.block_out_channels.size();
+    if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " levels, got " + std::to_string(n));
+    c.num_attention_heads = f.get_u32_array(p + "num_attention_heads");
+    c.down_block_types = f.get_string_array(p + "down_block_types");
+    c.up_block_types = f.get_string_array(p + "up_block_types");
+    const auto same_len = [&](const std::string & key, size_t len) {
+        if (len != n) bad_value(p + key, "has " + std::to_string(len) + " entries but block_out_channels has " + std::to_string(n));
+    };
+    same_len("num_attention_heads", c.num_attention_heads.size());
+    same_len("down_block_types", c.down_block_types.size());
+    same_len("up_block_types", c.up_block_types.size());
+
+    for (size_t i = 0; i < n; ++i) {
+        const uint32_t ch = c.block_out_channels[i];
+        const uint32_t heads = c.num_attention_heads[i];
+        const std::string at = " at level " + std::to_string(i);
+        if (ch < 1 || ch > kMaxChannels) bad_value(p + "block_out_channels", "channel count " + std::to_string(ch) + at + " is outside [1, " + std::to_string(kMaxChannels) + "]");
+        if (ch % c.norm_num_groups != 0) bad_value(p + "block_out_channels", "channel count " + std::to_string(ch) + at + " is not divisible by norm_num_groups " + std::to_string(c.norm_num_groups));
+        if (heads < 1 || heads > kMaxHeads || ch % heads != 0) bad_value(p + "num_attention_heads", std::to_string(heads) + " heads" + at + " do not divide " + std::to_string(ch) + " channels");
+        const std::string & down = c.down_block_types[i];
+        const std::string & up = c.up_block_types[i];
+        if (down != "CrossAttnDownBlock2D" && down != "DownBlock2D") bad_value(p + "down_block_types", "unsupported block type '" + down + "'");
+        if (up != "CrossAttnUpBlock2D" && up != "UpBlock2D") bad_value(p + "up_block_types", "unsupported block type '" + up + "'");
+    }
+    return c;
+}
+
+}  // namespace
+
+BundleConfig read_config(const GGUFFile & f) {
+    BundleConfig c;
+    const std::string arch = f.get_string("general.architecture");
+    if (arch != kArchitecture) {
+        fail(CUTECPP_ERR_MODEL, "general.architecture is '" + arch + "', expected '" + kArchitecture +
+                                    "': not a cutecpp model bundle");
+    }
+    c.format_version = f.get_u32("cutecpp.format_version");
+    if (c.format_version < 1 || c.format_version > kFormatVersion) {
+        fail(CUTECPP_ERR_UNSUPPORTED, "bundle format version " + std::to_string(c.format_version) +
+                                          " is not supported (this build reads 1 to " + std::to_string(kFormatVersion) +
+                                          "); upgrade cutecpp");
+    }
+    c.model_id = f.get_string("cutecpp.model_id");
+    if (c.model_id.empty() || c.model_id.size() > kMaxIdLength) bad_value("cutecpp.model_id", "must be 1 to 256 bytes");
+    if (f.has("general.name")) c.name = f.get_string("general.name");
+    if (f.has("general.license")) c.license = f.get_string("general.license");
+
+    c.components = f.get_string_array("cutecpp.components");
+    if (c.components.empty()) bad_value("cutecpp.components", "lists no component");
+    for (const auto & comp : c.components) {
+        if (std::count(c.components.begin(), c.components.end(), comp) > 1) bad_value("cutecpp.components", "lists '" + comp + "' twice");
+        if (comp == "unet") {
+            c.unet = read_unet(f);
+        } else {
+            bad_value("cutecpp.components", "unknown component '" + comp + "' (supported: unet)");
+        }
+    }
+
+    // Strict: a cutecpp.* key this build does not read is a file from another
+    // format version or a typo, and silently ignoring it could draw garbage.
+    for (int64_t i = 0; i < f.n_keys(); ++i) {
+        const std::string key = f.key_name(i);
+        if (key.rfind("cutecpp.", 0) == 0 && f.keys_read().count(key) == 0) {
+            fail(CUTECPP_ERR_MODEL, "unknown key '" + key + "' for bundle format version " + std::to_string(c.format_version));
+        }
+    }
+    return c;
+}
+
+TensorShapes expected_tensors(const BundleConfig & config) {
+    TensorShapes out;
+    if (config.unet) add_unet_tensors(*config.unet, "unet.", out);
+    return out;
+}
+
+std::string config_json(const BundleConfig & c) {
+    using namespace json;
+    const auto u = [](uint32_t v) { return std::to_string(v); };
+    const auto s = [](const std::string & v) { return str(v); };
+    std::vector<std::pair<std::string, std::string>> comps;
+    if (c.unet) {
+        const UnetConfig & n = *c.unet;
+        comps.emplace_back("unet", object({
+            {"in_channels", u(n.in_channels)},
+            {"out_channels", u(n.out_channels)},
+            {"block_out_channels", array(n.block_out_channels, u)},
+            {"down_block_types", array(n.down_block_types, s)},
+            {"up_block_types", array(n.up_block_types, s)},
+            {"layers_per_block", u(n.layers_per_block)},
+            {"mid_block_type", str(n.mid_block ? "UNetMidBlock2DCrossAttn" : "none")},
+            {"num_attention_heads", array(n.num_attention_heads, u)},
+            {"cross_attention_dim", u(n.cross_attention_dim)},
+            {"norm_num_groups", u(n.norm_num_groups)},
+            {"norm_eps", num(n.norm_eps)},
+            {"use_linear_projection", n.use_linear_projection ? "true" : "false"},
+            {"flip_sin_to_cos", n.flip_sin_to_cos ? "true" : "false"},
+            {"freq_shift", u(n.freq_shift)},
+            {"transformer_layers_per_block", "1"},
+            {"sample_size", u(n.sample_size)},
+        }));
+    }
+    return object({
+        {"format_version", u(c.format_version)},
+        {"model_id", str(c.model_id)},
+        {"name", c.name.empty() ? "null" : str(c.name)},
+        {"license", c.license.empty() ? "null" : str(c.license)},
+        {"components", object(comps)},
+    });
+}
+
+}  // namespace cutecpp

@@ -1,0 +1,64 @@
+// The bundle's configuration, read from its cutecpp.* keys (see
+// docs/bundle-format.md). Everything a model needs is here; nothing is
+// hard-coded per model.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cutecpp {
+
+class GGUFFile;
+
+constexpr uint32_t kFormatVersion = 1;       // newest bundle format this build reads
+constexpr const char * kArchitecture = "cutecpp";
+
+// A diffusers UNet2DConditionModel (SD 1.x, BK-SDM-style pruned, cute-mini).
+struct UnetConfig {
+    uint32_t in_channels = 0;
+    uint32_t out_channels = 0;
+    std::vector<uint32_t> block_out_channels;
+    std::vector<std::string> down_block_types;  // CrossAttnDownBlock2D | DownBlock2D
+    std::vector<std::string> up_block_types;    // CrossAttnUpBlock2D | UpBlock2D
+    uint32_t layers_per_block = 0;
+    bool mid_block = false;                      // UNetMidBlock2DCrossAttn or none
+    std::vector<uint32_t> num_attention_heads;   // per level, heads (not head dim)
+    uint32_t cross_attention_dim = 0;
+    uint32_t norm_num_groups = 0;
+    float norm_eps = 0.0f;
+    bool use_linear_projection = false;
+    bool flip_sin_to_cos = false;
+    uint32_t freq_shift = 0;
+    uint32_t sample_size = 0;                    // latent side the model was trained at
+
+    uint32_t time_embed_dim() const { return block_out_channels.at(0) * 4; }
+};
+
+struct BundleConfig {
+    uint32_t format_version = 0;
+    std::string model_id;
+    std::string name;     // general.name, may be empty
+    std::string license;  // general.license, may be empty
+    std::vector<std::string> components;
+    std::optional<UnetConfig> unet;
+};
+
+// Reads and validates every cutecpp.* key; an unknown cutecpp.* key, a
+// missing one, a wrong type or an unsupported value is an error naming it.
+BundleConfig read_config(const GGUFFile & file);
+
+// Torch-order shape of a tensor (outermost first), as in the checkpoint.
+using Shape = std::vector<int64_t>;
+using TensorShapes = std::map<std::string, Shape>;
+
+// Every tensor the config implies, named as in the diffusers checkpoint with
+// the component prefix ("unet.down_blocks.0.resnets.0.conv1.weight").
+TensorShapes expected_tensors(const BundleConfig & config);
+void add_unet_tensors(const UnetConfig & c, const std::string & prefix, TensorShapes & out);
+
+std::string config_json(const BundleConfig & config);
+
+}  // namespace cutecpp

@@ -1,0 +1,214 @@
+#include "gguf_file.h"
+
+#include "error.h"
+
+#include "ggml.h"
+#include "gguf.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <mutex>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace cutecpp {
+
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+struct Fd {
+    int fd = -1;
+    ~Fd() {
+        if (fd >= 0) close(fd);
+    }
+};
+
+// ggml's GGUF reader reports why it refused a file only through ggml's log.
+// While it parses, route that log here and keep the first error line.
+class LogCapture {
+public:
+    LogCapture() {
+        mutex().lock();
+        ggml_log_get(&prev_cb_, &prev_ud_);
+        ggml_log_set(&LogCapture::callback, this);
+    }
+    ~LogCapture() {
+        ggml_log_set(prev_cb_, prev_ud_);
+        mutex().unlock();
+    }
+    const std::string & first_error() const { return first_error_; }
+
+private:
+    static std::mutex & mutex() {
+        static std::mutex m;
+        return m;
+    }
+    static void callback(ggml_log_level level, const char * text, void * ud) {
+        auto * self = static_cast<LogCapture *>(ud);
+        if (level != GGML_LOG_LEVEL_ERROR) {
+            // Not ours (another thread may be logging): pass it on.
+            if (self->prev_cb_) self->prev_cb_(level, text, self->prev_ud_);
+            return;
+        }
+        if (!self->first_error_.empty() || text == nullptr) return;
+        std::string line(text);
+        // "gguf_init_from_reader: tensor 'x' ..." -> "tensor 'x' ..."
+        const size_t colon = line.find(": ");
+        if (colon != std::string::npos && line.find(' ') > colon) line = line.substr(colon + 2);
+        while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+        self->first_error_ = line;
+    }
+
+    ggml_log_callback prev_cb_ = nullptr;
+    void * prev_ud_ = nullptr;
+    std::string first_error_;
+};
+
+}  // namespace
+
+FileBytes::FileBytes(const std::string & path, bool use_mmap) {
+    Fd f;
+    f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (f.fd < 0) {
+        const int err = errno;
+        if (err == ENOENT) fail(CUTECPP_ERR_IO, "no such file");
+        fail(CUTECPP_ERR_IO, "cannot open: " + errno_text(err));
+    }
+    struct stat st;
+    if (fstat(f.fd, &st) != 0) fail(CUTECPP_ERR_IO, "cannot stat: " + errno_text(errno));
+    if (S_ISDIR(st.st_mode)) fail(CUTECPP_ERR_IO, "is a directory, not a model file");
+    if (!S_ISREG(st.st_mode)) fail(CUTECPP_ERR_IO, "is not a regular file");
+    if (st.st_size == 0) fail(CUTECPP_ERR_FORMAT, "file is empty, not a GGUF model file");
+    size_ = static_cast<size_t>(st.st_size);
+
+    if (use_mmap) {
+        void * p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, f.fd, 0);
+        if (p == MAP_FAILED) fail(CUTECPP_ERR_IO, "cannot mmap: " + errno_text(errno));
+        data_ = static_cast<const uint8_t *>(p);
+        mapped_ = true;
+        return;
+    }
+    copy_.resize(size_);
+    size_t done = 0;
+    while (done < size_) {
+        const ssize_t n = read(f.fd, copy_.data() + done, size_ - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) fail(CUTECPP_ERR_IO, std::string("cannot read: ") + (n == 0 ? "file shrank" : errno_text(errno)));
+        done += static_cast<size_t>(n);
+    }
+    data_ = copy_.data();
+}
+
+FileBytes::~FileBytes() {
+    if (mapped_) munmap(const_cast<uint8_t *>(data_), size_);
+}
+
+GGUFFile::GGUFFile(const std::string & path, bool use_mmap) : path_(path), bytes_(path, use_mmap) {
+    static const char magic[4] = {'G', 'G', 'U', 'F'};
+    if (bytes_.size() < 4 || std::memcmp(bytes_.data(), magic, 4) != 0) {
+        fail(CUTECPP_ERR_FORMAT, "not a GGUF file (bad magic)");
+    }
+    {
+        LogCapture log;
+        gguf_init_params params = {/*no_alloc =*/true, /*ctx =*/&meta_};
+        gguf_ = gguf_init_from_buffer(bytes_.data(), bytes_.size(), params);
+        if (gguf_ == nullptr) {
+            const std::string why = log.first_error().empty() ? "unreadable GGUF" : log.first_error();
+            fail(CUTECPP_ERR_FORMAT, why);
+        }
+    }
+    // ggml checked that offsets are consecutive and sizes do not overflow;
+    // with no_alloc it does not check that the data is actually there.
+    const size_t data_offset = gguf_get_data_offset(gguf_);
+    for (int64_t i = 0; i < n_tensors(); ++i) {
+        const size_t off = gguf_get_tensor_offset(gguf_, i);
+        const size_t nbytes = gguf_get_tensor_size(gguf_, i);
+        const size_t size = bytes_.size();
+        if (data_offset > size || off > size - data_offset || nbytes > size - data_offset - off) {
+            fail(CUTECPP_ERR_FORMAT, std::string("truncated: tensor '") + gguf_get_tensor_name(gguf_, i) +
+                                         "' needs bytes up to " + std::to_string(data_offset + off + nbytes) +
+                                         " but the file has " + std::to_string(size));
+        }
+        ggml_tensor * t = ggml_get_tensor(meta_, gguf_get_tensor_name(gguf_, i));
+        if (t == nullptr) fail(CUTECPP_ERR_INTERNAL, "tensor metadata missing for " + std::string(gguf_get_tensor_name(gguf_, i)));
+        t->data = const_cast<uint8_t *>(bytes_.data() + data_offset + off);
+    }
+}
+
+GGUFFile::~GGUFFile() {
+    if (meta_) ggml_free(meta_);
+    if (gguf_) gguf_free(gguf_);
+}
+
+uint32_t GGUFFile::version() const { return gguf_get_version(gguf_); }
+int64_t GGUFFile::n_keys() const { return gguf_get_n_kv(gguf_); }
+std::string GGUFFile::key_name(int64_t i) const { return gguf_get_key(gguf_, i); }
+bool GGUFFile::has(const std::string & key) const { return gguf_find_key(gguf_, key.c_str()) >= 0; }
+int64_t GGUFFile::n_tensors() const { return gguf_get_n_tensors(gguf_); }
+size_t GGUFFile::tensor_bytes(int64_t i) const { return gguf_get_tensor_size(gguf_, i); }
+
+ggml_tensor * GGUFFile::tensor(int64_t i) const { return ggml_get_tensor(meta_, gguf_get_tensor_name(gguf_, i)); }
+
+namespace {
+const char * type_name(int type) {
+    const char * n = gguf_type_name(static_cast<gguf_type>(type));
+    return n ? n : "unknown";
+}
+}  // namespace
+
+int64_t GGUFFile::find_key(const std::string & key, int want_type) const {
+    const int64_t id = gguf_find_key(gguf_, key.c_str());
+    if (id < 0) fail(CUTECPP_ERR_MODEL, "missing key '" + key + "'");
+    keys_read_.insert(key);
+    const int type = gguf_get_kv_type(gguf_, id);
+    if (type != want_type) {
+        std::string got = type_name(type);
+        if (type == GGUF_TYPE_ARRAY) got = std::string("array of ") + type_name(gguf_get_arr_type(gguf_, id));
+        fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be of type " + type_name(want_type) + " but is " + got);
+    }
+    return id;
+}
+
+std::string GGUFFile::get_string(const std::string & key) const {
+    return gguf_get_val_str(gguf_, find_key(key, GGUF_TYPE_STRING));
+}
+
+uint32_t GGUFFile::get_u32(const std::string & key) const {
+    return gguf_get_val_u32(gguf_, find_key(key, GGUF_TYPE_UINT32));
+}
+
+float GGUFFile::get_f32(const std::string & key) const {
+    return gguf_get_val_f32(gguf_, find_key(key, GGUF_TYPE_FLOAT32));
+}
+
+bool GGUFFile::get_bool(const std::string & key) const {
+    return gguf_get_val_bool(gguf_, find_key(key, GGUF_TYPE_BOOL));
+}
+
+std::vector<uint32_t> GGUFFile::get_u32_array(const std::string & key) const {
+    const int64_t id = find_key(key, GGUF_TYPE_ARRAY);
+    if (gguf_get_arr_type(gguf_, id) != GGUF_TYPE_UINT32) {
+        fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be an array of uint32 but is an array of " +
+                                    type_name(gguf_get_arr_type(gguf_, id)));
+    }
+    const size_t n = gguf_get_arr_n(gguf_, id);
+    const auto * p = static_cast<const uint32_t *>(gguf_get_arr_data(gguf_, id));
+    return std::vector<uint32_t>(p, p + n);
+}
+
+std::vector<std::string> GGUFFile::get_string_array(const std::string & key) const {
+    const int64_t id = find_key(key, GGUF_TYPE_ARRAY);
+    if (gguf_get_arr_type(gguf_, id) != GGUF_TYPE_STRING) {
+        fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be an array of string but is an array of " +
+                                    type_name(gguf_get_arr_type(gguf_, id)));
+    }
+    std::vector<std::string> out;
+    const size_t n = gguf_get_arr_n(gguf_, id);
+    for (size_t i = 0; i < n; ++i) out.emplace_back(gguf_get_arr_str(gguf_, id, i));
+    return out;
+}
+
+}  // namespace cutecpp

@@ -1,0 +1,117 @@
+#include "model.h"
+
+#include "error.h"
+#include "json.h"
+
+#include "ggml.h"
+
+#include <vector>
+
+namespace cutecpp {
+
+bool dtype_allowed(int type) {
+    switch (type) {
+        case GGML_TYPE_F32:
+        case GGML_TYPE_F16:
+        case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q4_0:
+            return true;
+        default:
+            return false;
+    }
+}
+
+namespace {
+
+std::string shape_str(const Shape & s) {
+    std::string out = "[";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + "]";
+}
+
+// Torch-order shape of a ggml tensor, trailing (outer) 1s dropped.
+Shape torch_shape(const ggml_tensor * t) {
+    Shape s;
+    for (int d = ggml_n_dims(t) - 1; d >= 0; --d) s.push_back(t->ne[d]);
+    return s;
+}
+
+Shape squeeze_outer(Shape s) {
+    while (s.size() > 1 && s.front() == 1) s.erase(s.begin());
+    return s;
+}
+
+std::string describe(const GGUFFile & file, const BundleConfig & config) {
+    struct DtypeUse {
+        int64_t tensors = 0;
+        uint64_t bytes = 0;
+    };
+    std::map<std::string, DtypeUse> by_type;
+    int64_t params = 0;
+    for (int64_t i = 0; i < file.n_tensors(); ++i) {
+        const ggml_tensor * t = file.tensor(i);
+        DtypeUse & u = by_type[ggml_type_name(t->type)];
+        u.tensors += 1;
+        u.bytes += file.tensor_bytes(i);
+        params += ggml_nelements(t);
+    }
+    std::vector<std::pair<std::string, std::string>> dtypes;
+    for (const auto & [name, u] : by_type) {
+        dtypes.emplace_back(name, json::object({{"tensors", std::to_string(u.tensors)},
+                                                {"bytes", std::to_string(u.bytes)}}));
+    }
+    return json::object({
+        {"path", json::str(file.path())},
+        {"file_size", std::to_string(file.file_size())},
+        {"gguf_version", std::to_string(file.version())},
+        {"mmap", file.mapped() ? "true" : "false"},
+        {"n_tensors", std::to_string(file.n_tensors())},
+        {"n_params", std::to_string(params)},
+        {"dtypes", json::object(dtypes)},
+        {"config", config_json(config)},
+    });
+}
+
+}  // namespace
+}  // namespace cutecpp
+
+using namespace cutecpp;
+
+cutecpp_model::cutecpp_model(const std::string & path, bool use_mmap)
+    : file(path, use_mmap), config(read_config(file)) {
+    const TensorShapes expected = expected_tensors(config);
+    for (int64_t i = 0; i < file.n_tensors(); ++i) {
+        ggml_tensor * t = file.tensor(i);
+        const std::string name = ggml_get_name(t);
+        const auto it = expected.find(name);
+        if (it == expected.end()) fail(CUTECPP_ERR_MODEL, "unexpected tensor '" + name + "': the config implies no such tensor");
+        if (!dtype_allowed(t->type)) {
+            fail(CUTECPP_ERR_UNSUPPORTED, "tensor '" + name + "' has dtype " + ggml_type_name(t->type) +
+                                              " (supported: f32, f16, q8_0, q4_0)");
+        }
+        const Shape got = torch_shape(t);
+        if (squeeze_outer(got) != squeeze_outer(it->second)) {
+            fail(CUTECPP_ERR_MODEL, "tensor '" + name + "' has shape " + shape_str(got) + ", the config implies " +
+                                        shape_str(it->second));
+        }
+        if (it->second.size() == 1 && t->type != GGML_TYPE_F32) {
+            fail(CUTECPP_ERR_UNSUPPORTED, "tensor '" + name + "' is 1-D (a norm or bias) and must be f32, not " +
+                                              ggml_type_name(t->type));
+        }
+        tensors.emplace(name, t);
+    }
+    for (const auto & [name, shape] : expected) {
+        if (tensors.count(name) == 0) {
+            fail(CUTECPP_ERR_MODEL, "missing tensor '" + name + "' " + shape_str(shape) + " (" +
+                                        std::to_string(expected.size() - tensors.size()) + " of " +
+                                        std::to_string(expected.size()) + " expected tensors missing)");
+        }
+    }
+    info_json = describe(file, config);
+}
+
+ggml_tensor * cutecpp_model::get(const std::string & name) const {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) fail(CUTECPP_ERR_INTERNAL, "no tensor '" + name + "' in the loaded model");
+    return it->second;
+}
