@@ -3,6 +3,7 @@
 // UNet2DConditionModel / get_down_block / get_up_block in diffusers; the test
 // tests/test_unet_inventory.py checks it against real diffusers models.
 #include "config.h"
+#include "error.h"
 
 #include <algorithm>
 
@@ -12,7 +13,12 @@ namespace {
 
 struct Writer {
     TensorShapes & out;
-    void add(const std::string & name, Shape shape) { out[name] = std::move(shape); }
+    void add(const std::string & name, Shape shape) {
+        // ggml's name limit (GGML_MAX_NAME, NUL included); config bounds keep
+        // every name well under it, so this only fires on a bug.
+        if (name.size() >= 64) fail(CUTECPP_ERR_INTERNAL, "implied tensor name too long: " + name);
+        out[name] = std::move(shape);
+    }
     void linear(const std::string & p, int64_t out_f, int64_t in_f, bool bias = true) {
         add(p + ".weight", {out_f, in_f});
         if (bias) add(p + ".bias", {out_f});
@@ -42,7 +48,7 @@ struct Writer {
         norm(p + ".norm", c);
         if (linear_proj) linear(p + ".proj_in", c, c);
         else conv(p + ".proj_in", c, c, 1);
-        const std::string b = p + ".transformer_blocks.0";
+        const std::string b = p + ".tb.0";  // "transformer_blocks.0", abbreviated: docs/bundle-format.md
         norm(b + ".norm1", c);
         linear(b + ".attn1.to_q", c, c, false);
         linear(b + ".attn1.to_k", c, c, false);
