@@ -111,103 +111,121 @@ GGUFFile::GGUFFile(const std::string & path, bool use_mmap) : path_(path), bytes
     if (bytes_.size() < 4 || std::memcmp(bytes_.data(), magic, 4) != 0) {
         fail(CUTECPP_ERR_FORMAT, "not a GGUF file (bad magic)");
     }
+    constexpr size_t kHeaderBytes = 4 + 4 + 8 + 8;  // magic, version, tensor count, key count
+    if (bytes_.size() < kHeaderBytes) {
+        fail(CUTECPP_ERR_FORMAT, "truncated: " + std::to_string(bytes_.size()) + " bytes, shorter than a GGUF header");
+    }
     {
         LogCapture log;
-        gguf_init_params params = {/*no_alloc =*/true, /*ctx =*/&meta_};
-        gguf_ = gguf_init_from_buffer(bytes_.data(), bytes_.size(), params);
-        if (gguf_ == nullptr) {
+        ggml_context * meta = nullptr;
+        gguf_init_params params = {/*no_alloc =*/true, /*ctx =*/&meta};
+        gguf_.reset(gguf_init_from_buffer(bytes_.data(), bytes_.size(), params));
+        meta_.reset(meta);
+        if (!gguf_) {
             const std::string why = log.first_error().empty() ? "unreadable GGUF" : log.first_error();
             fail(CUTECPP_ERR_FORMAT, why);
         }
     }
     // ggml checked that offsets are consecutive and sizes do not overflow;
     // with no_alloc it does not check that the data is actually there.
-    const size_t data_offset = gguf_get_data_offset(gguf_);
+    const size_t data_offset = gguf_get_data_offset(gguf_.get());
     for (int64_t i = 0; i < n_tensors(); ++i) {
-        const size_t off = gguf_get_tensor_offset(gguf_, i);
-        const size_t nbytes = gguf_get_tensor_size(gguf_, i);
+        const size_t off = gguf_get_tensor_offset(gguf_.get(), i);
+        const size_t nbytes = gguf_get_tensor_size(gguf_.get(), i);
         const size_t size = bytes_.size();
         if (data_offset > size || off > size - data_offset || nbytes > size - data_offset - off) {
-            fail(CUTECPP_ERR_FORMAT, std::string("truncated: tensor '") + gguf_get_tensor_name(gguf_, i) +
+            fail(CUTECPP_ERR_FORMAT, std::string("truncated: tensor '") + gguf_get_tensor_name(gguf_.get(), i) +
                                          "' needs bytes up to " + std::to_string(data_offset + off + nbytes) +
                                          " but the file has " + std::to_string(size));
         }
-        ggml_tensor * t = ggml_get_tensor(meta_, gguf_get_tensor_name(gguf_, i));
-        if (t == nullptr) fail(CUTECPP_ERR_INTERNAL, "tensor metadata missing for " + std::string(gguf_get_tensor_name(gguf_, i)));
+        ggml_tensor * t = ggml_get_tensor(meta_.get(), gguf_get_tensor_name(gguf_.get(), i));
+        if (t == nullptr) fail(CUTECPP_ERR_INTERNAL, "tensor metadata missing for " + std::string(gguf_get_tensor_name(gguf_.get(), i)));
         t->data = const_cast<uint8_t *>(bytes_.data() + data_offset + off);
     }
 }
 
-GGUFFile::~GGUFFile() {
-    if (meta_) ggml_free(meta_);
-    if (gguf_) gguf_free(gguf_);
-}
+void GGUFFile::GGUFFree::operator()(gguf_context * c) const { gguf_free(c); }
+void GGUFFile::GGMLFree::operator()(ggml_context * c) const { ggml_free(c); }
 
-uint32_t GGUFFile::version() const { return gguf_get_version(gguf_); }
-int64_t GGUFFile::n_keys() const { return gguf_get_n_kv(gguf_); }
-std::string GGUFFile::key_name(int64_t i) const { return gguf_get_key(gguf_, i); }
-bool GGUFFile::has(const std::string & key) const { return gguf_find_key(gguf_, key.c_str()) >= 0; }
-int64_t GGUFFile::n_tensors() const { return gguf_get_n_tensors(gguf_); }
-size_t GGUFFile::tensor_bytes(int64_t i) const { return gguf_get_tensor_size(gguf_, i); }
+uint32_t GGUFFile::version() const { return gguf_get_version(gguf_.get()); }
+int64_t GGUFFile::n_keys() const { return gguf_get_n_kv(gguf_.get()); }
+std::string GGUFFile::key_name(int64_t i) const { return gguf_get_key(gguf_.get(), i); }
+bool GGUFFile::has(const std::string & key) const { return gguf_find_key(gguf_.get(), key.c_str()) >= 0; }
+int64_t GGUFFile::n_tensors() const { return gguf_get_n_tensors(gguf_.get()); }
+size_t GGUFFile::tensor_bytes(int64_t i) const { return gguf_get_tensor_size(gguf_.get(), i); }
 
-ggml_tensor * GGUFFile::tensor(int64_t i) const { return ggml_get_tensor(meta_, gguf_get_tensor_name(gguf_, i)); }
+ggml_tensor * GGUFFile::tensor(int64_t i) const { return ggml_get_tensor(meta_.get(), gguf_get_tensor_name(gguf_.get(), i)); }
 
 namespace {
 const char * type_name(int type) {
-    const char * n = gguf_type_name(static_cast<gguf_type>(type));
-    return n ? n : "unknown";
+    switch (type) {
+        case GGUF_TYPE_UINT8: return "uint8";
+        case GGUF_TYPE_INT8: return "int8";
+        case GGUF_TYPE_UINT16: return "uint16";
+        case GGUF_TYPE_INT16: return "int16";
+        case GGUF_TYPE_UINT32: return "uint32";
+        case GGUF_TYPE_INT32: return "int32";
+        case GGUF_TYPE_FLOAT32: return "float32";
+        case GGUF_TYPE_BOOL: return "bool";
+        case GGUF_TYPE_STRING: return "string";
+        case GGUF_TYPE_ARRAY: return "array";
+        case GGUF_TYPE_UINT64: return "uint64";
+        case GGUF_TYPE_INT64: return "int64";
+        case GGUF_TYPE_FLOAT64: return "float64";
+        default: return "unknown";
+    }
 }
 }  // namespace
 
 int64_t GGUFFile::find_key(const std::string & key, int want_type) const {
-    const int64_t id = gguf_find_key(gguf_, key.c_str());
+    const int64_t id = gguf_find_key(gguf_.get(), key.c_str());
     if (id < 0) fail(CUTECPP_ERR_MODEL, "missing key '" + key + "'");
     keys_read_.insert(key);
-    const int type = gguf_get_kv_type(gguf_, id);
+    const int type = gguf_get_kv_type(gguf_.get(), id);
     if (type != want_type) {
         std::string got = type_name(type);
-        if (type == GGUF_TYPE_ARRAY) got = std::string("array of ") + type_name(gguf_get_arr_type(gguf_, id));
+        if (type == GGUF_TYPE_ARRAY) got = std::string("array of ") + type_name(gguf_get_arr_type(gguf_.get(), id));
         fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be of type " + type_name(want_type) + " but is " + got);
     }
     return id;
 }
 
 std::string GGUFFile::get_string(const std::string & key) const {
-    return gguf_get_val_str(gguf_, find_key(key, GGUF_TYPE_STRING));
+    return gguf_get_val_str(gguf_.get(), find_key(key, GGUF_TYPE_STRING));
 }
 
 uint32_t GGUFFile::get_u32(const std::string & key) const {
-    return gguf_get_val_u32(gguf_, find_key(key, GGUF_TYPE_UINT32));
+    return gguf_get_val_u32(gguf_.get(), find_key(key, GGUF_TYPE_UINT32));
 }
 
 float GGUFFile::get_f32(const std::string & key) const {
-    return gguf_get_val_f32(gguf_, find_key(key, GGUF_TYPE_FLOAT32));
+    return gguf_get_val_f32(gguf_.get(), find_key(key, GGUF_TYPE_FLOAT32));
 }
 
 bool GGUFFile::get_bool(const std::string & key) const {
-    return gguf_get_val_bool(gguf_, find_key(key, GGUF_TYPE_BOOL));
+    return gguf_get_val_bool(gguf_.get(), find_key(key, GGUF_TYPE_BOOL));
 }
 
 std::vector<uint32_t> GGUFFile::get_u32_array(const std::string & key) const {
     const int64_t id = find_key(key, GGUF_TYPE_ARRAY);
-    if (gguf_get_arr_type(gguf_, id) != GGUF_TYPE_UINT32) {
+    if (gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_UINT32) {
         fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be an array of uint32 but is an array of " +
-                                    type_name(gguf_get_arr_type(gguf_, id)));
+                                    type_name(gguf_get_arr_type(gguf_.get(), id)));
     }
-    const size_t n = gguf_get_arr_n(gguf_, id);
-    const auto * p = static_cast<const uint32_t *>(gguf_get_arr_data(gguf_, id));
+    const size_t n = gguf_get_arr_n(gguf_.get(), id);
+    const auto * p = static_cast<const uint32_t *>(gguf_get_arr_data(gguf_.get(), id));
     return std::vector<uint32_t>(p, p + n);
 }
 
 std::vector<std::string> GGUFFile::get_string_array(const std::string & key) const {
     const int64_t id = find_key(key, GGUF_TYPE_ARRAY);
-    if (gguf_get_arr_type(gguf_, id) != GGUF_TYPE_STRING) {
+    if (gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_STRING) {
         fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be an array of string but is an array of " +
-                                    type_name(gguf_get_arr_type(gguf_, id)));
+                                    type_name(gguf_get_arr_type(gguf_.get(), id)));
     }
     std::vector<std::string> out;
-    const size_t n = gguf_get_arr_n(gguf_, id);
-    for (size_t i = 0; i < n; ++i) out.emplace_back(gguf_get_arr_str(gguf_, id, i));
+    const size_t n = gguf_get_arr_n(gguf_.get(), id);
+    for (size_t i = 0; i < n; ++i) out.emplace_back(gguf_get_arr_str(gguf_.get(), id, i));
     return out;
 }
 

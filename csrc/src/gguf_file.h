@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -38,7 +39,6 @@ private:
 class GGUFFile {
 public:
     GGUFFile(const std::string & path, bool use_mmap);
-    ~GGUFFile();
     GGUFFile(const GGUFFile &) = delete;
     GGUFFile & operator=(const GGUFFile &) = delete;
 
@@ -68,10 +68,19 @@ public:
 private:
     int64_t find_key(const std::string & key, int want_type) const;
 
+    // Members, not raw pointers freed in a destructor: a check that fails in
+    // the constructor must still release what ggml allocated.
+    struct GGUFFree {
+        void operator()(gguf_context * c) const;
+    };
+    struct GGMLFree {
+        void operator()(ggml_context * c) const;
+    };
+
     std::string path_;
     FileBytes bytes_;
-    gguf_context * gguf_ = nullptr;
-    ggml_context * meta_ = nullptr;
+    std::unique_ptr<ggml_context, GGMLFree> meta_;
+    std::unique_ptr<gguf_context, GGUFFree> gguf_;
     mutable std::set<std::string> keys_read_;
 };
 

@@ -5,6 +5,7 @@
 #include "cutecpp.h"
 
 #include <cstdio>
+#include <initializer_list>
 
 int main(int argc, char ** argv) {
     if (argc < 2) {
