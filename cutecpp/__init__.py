@@ -1,5 +1,6 @@
 """cutecpp: an offline picture engine for children, on a small ggml C++ core."""
 
+from ._binding import lib, text
 from .errors import (
     CutecppError,
     FileError,
@@ -10,7 +11,6 @@ from .errors import (
     OutOfMemoryError,
     UnsupportedError,
 )
-from ._binding import lib, text
 from .info import default_model_path, system_info
 from .model import Model
 

@@ -3,6 +3,15 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import cutecpp  # noqa: F401
+except ImportError as exc:
+    pytest.exit(
+        f"cannot import the installed cutecpp ({exc}). Install it with `pip install .` and run "
+        "`pytest` from the repository root (not `python -m pytest`, which imports the source tree).",
+        returncode=4,
+    )
+
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 from bundles import Bundle, unet_bundle  # noqa: E402

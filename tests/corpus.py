@@ -17,7 +17,8 @@ from pathlib import Path
 
 from gguf import GGUFReader
 
-INTERESTING_U64 = [0, 1, 2, 3, 7, 8, 63, 64, 255, 4096, 1 << 31, 1 << 32, (1 << 32) - 1, 1 << 62, (1 << 63) - 1, (1 << 64) - 1]
+INTERESTING_U64 = [0, 1, 2, 3, 7, 8, 63, 64, 255, 4096, 1 << 31, 1 << 32, (1 << 32) - 1, 1 << 62,
+                   (1 << 63) - 1, (1 << 64) - 1]
 INTERESTING_U32 = [0, 1, 2, 3, 4, 5, 12, 13, 30, 31, 255, 0x7FFFFFFF, 0xFFFFFFFF]
 
 

@@ -31,7 +31,8 @@ def test_diffusers_unet_loads(name, f16, tmp_path):
     unet = info["config"]["components"]["unet"]
     config = UNET_CONFIGS[name]
     assert unet["block_out_channels"] == list(config["block_out_channels"])
-    assert unet["mid_block_type"] == ("none" if config.get("mid_block_type", "x") is None else "UNetMidBlock2DCrossAttn")
+    has_mid = config.get("mid_block_type", "UNetMidBlock2DCrossAttn") is not None
+    assert unet["mid_block_type"] == ("UNetMidBlock2DCrossAttn" if has_mid else "none")
     assert unet["use_linear_projection"] == config.get("use_linear_projection", False)
     assert np.isclose(unet["norm_eps"], 1e-5)
 
