@@ -158,16 +158,18 @@ def test_directory(tmp_path):
         cutecpp.Model.load(tmp_path)
 
 
-def test_unreadable_file(micro_path, tmp_path):
+def test_fifo_is_refused_without_blocking(tmp_path):
     import os
 
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file")
-    path = tmp_path / "locked.gguf"
-    path.write_bytes(micro_path.read_bytes())
-    path.chmod(0)
-    with pytest.raises(cutecpp.FileError, match="Permission denied"):
+    path = tmp_path / "pipe.gguf"
+    os.mkfifo(path)
+    with pytest.raises(cutecpp.FileError, match="not a regular file"):
         cutecpp.Model.load(path)
+
+
+def test_device_file_is_refused():
+    with pytest.raises(cutecpp.FileError, match="not a regular file"):
+        cutecpp.Model.load("/dev/zero")
 
 
 def test_error_is_per_thread(micro, tmp_path):

@@ -71,7 +71,9 @@ private:
 
 FileBytes::FileBytes(const std::string & path, bool use_mmap) {
     Fd f;
-    f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever;
+    // it changes nothing for the regular files we accept.
+    f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (f.fd < 0) {
         const int err = errno;
         if (err == ENOENT) fail(CUTECPP_ERR_IO, "no such file");
