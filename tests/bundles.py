@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from gguf import GGUFValueType, GGUFWriter
 
-from cutecpp.bundle import tensor_name
+from cutecpp.bundle import FORMAT_VERSION, tensor_name
 
 # Small diffusers UNet2DConditionModel configs covering the supported family.
 UNET_CONFIGS: dict[str, dict[str, Any]] = {
@@ -117,7 +117,7 @@ def unet_bundle(name: str = "micro", seed: int = 0, f16: bool = False) -> Bundle
     b = Bundle()
     b.set("general.name", GGUFValueType.STRING, f"test {name}")
     b.set("general.license", GGUFValueType.STRING, "MIT")
-    b.set("cutecpp.format_version", GGUFValueType.UINT32, 1)
+    b.set("cutecpp.format_version", GGUFValueType.UINT32, FORMAT_VERSION)
     b.set("cutecpp.model_id", GGUFValueType.STRING, f"test-{name}-{seed}")
     b.set("cutecpp.components", GGUFValueType.ARRAY, ["unet"], GGUFValueType.STRING)
     b.kv.update(unet_keys(unet.config))

@@ -15,10 +15,6 @@
 #error "CUTECPP_VERSION must be defined by the build"
 #endif
 
-namespace cutecpp {
-const char * last_error();
-}
-
 struct cutecpp_context {
     const cutecpp_model * model;
     int32_t n_threads;

@@ -24,6 +24,7 @@ private:
 
 void set_last_error(const std::string & message);
 void clear_last_error();
+const char * last_error();  // this thread's message, "" if none
 
 // Runs fn() and turns any exception into a status plus the thread's message.
 template <typename Fn>

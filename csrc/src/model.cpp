@@ -9,6 +9,9 @@
 
 namespace cutecpp {
 
+namespace {
+
+// The tensor dtypes a bundle may use; 1-D tensors (norms, biases) must be F32.
 bool dtype_allowed(int type) {
     switch (type) {
         case GGML_TYPE_F32:
@@ -20,8 +23,6 @@ bool dtype_allowed(int type) {
             return false;
     }
 }
-
-namespace {
 
 std::string shape_str(const Shape & s) {
     std::string out = "[";
@@ -108,10 +109,4 @@ cutecpp_model::cutecpp_model(const std::string & path, bool use_mmap)
         }
     }
     info_json = describe(file, config);
-}
-
-ggml_tensor * cutecpp_model::get(const std::string & name) const {
-    const auto it = tensors.find(name);
-    if (it == tensors.end()) fail(CUTECPP_ERR_INTERNAL, "no tensor '" + name + "' in the loaded model");
-    return it->second;
 }
