@@ -186,3 +186,13 @@ def test_error_is_per_thread(micro, tmp_path):
     worker.join()
     assert seen == [""]
     assert "no such file" in text(lib.cutecpp_last_error())
+
+
+FUZZ_FINDS = sorted((Path(__file__).parent / "data").glob("fuzz-*.gguf"))
+
+
+@pytest.mark.parametrize("path", FUZZ_FINDS, ids=[p.name for p in FUZZ_FINDS])
+def test_fuzzer_finds_are_refused(path):
+    """Inputs that once crashed the loader (tools/fuzz_loader.sh) stay refused."""
+    with pytest.raises(cutecpp.FormatError, match="absurd shape|truncated|GGUF"):
+        cutecpp.Model.load(path)

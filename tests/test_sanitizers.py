@@ -66,6 +66,7 @@ def test_valid_bundle_loads_clean(asan_driver, micro_path):
 
 def test_corrupted_corpus(asan_driver, micro_path, tmp_path):
     corpus = write_corpus(micro_path, tmp_path / "corpus", CORPUS_SIZE)
+    corpus += [(p, True) for p in sorted((ROOT / "tests" / "data").glob("fuzz-*.gguf"))]
     assert len(corpus) >= 300
     results = run_driver(asan_driver, [p for p, _ in corpus])
     must_fail = [str(p) for p, fail in corpus if fail]

@@ -5,6 +5,7 @@
 #include "ggml.h"
 #include "gguf.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -118,31 +119,54 @@ GGUFFile::GGUFFile(const std::string & path, bool use_mmap) : path_(path), bytes
         fail(CUTECPP_ERR_FORMAT, "truncated: " + std::to_string(bytes_.size()) + " bytes, shorter than a GGUF header");
     }
     {
+        // Parse only: no ggml context. ggml's reader lets through shapes whose
+        // element count ggml_new_tensor() then rejects with an abort (found by
+        // fuzzing), so tensors are created below, after our own shape check.
         LogCapture log;
-        ggml_context * meta = nullptr;
-        gguf_init_params params = {/*no_alloc =*/true, /*ctx =*/&meta};
+        gguf_init_params params = {/*no_alloc =*/true, /*ctx =*/nullptr};
         gguf_.reset(gguf_init_from_buffer(bytes_.data(), bytes_.size(), params));
-        meta_.reset(meta);
         if (!gguf_) {
             const std::string why = log.first_error().empty() ? "unreadable GGUF" : log.first_error();
             fail(CUTECPP_ERR_FORMAT, why);
         }
     }
-    // ggml checked that offsets are consecutive and sizes do not overflow;
-    // with no_alloc it does not check that the data is actually there.
+    make_tensors();
+}
+
+void GGUFFile::make_tensors() {
+    const int64_t n = n_tensors();
+    ggml_init_params params = {/*mem_size =*/static_cast<size_t>(n + 1) * ggml_tensor_overhead(),
+                               /*mem_buffer =*/nullptr, /*no_alloc =*/true};
+    meta_.reset(ggml_init(params));
+    if (!meta_) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot allocate metadata for " + std::to_string(n) + " tensors");
+
+    const size_t size = bytes_.size();
     const size_t data_offset = gguf_get_data_offset(gguf_.get());
-    for (int64_t i = 0; i < n_tensors(); ++i) {
+    tensors_.reserve(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+        const std::string name = gguf_get_tensor_name(gguf_.get(), i);
+        const int64_t * ne = gguf_get_tensor_ne(gguf_.get(), i);
+        int64_t elements = 1;
+        for (int d = 0; d < GGML_MAX_DIMS; ++d) {
+            // ggml checked ne >= 0; bound each factor so the product cannot overflow.
+            if (ne[d] > kMaxTensorElements || elements > kMaxTensorElements / std::max<int64_t>(ne[d], 1)) {
+                fail(CUTECPP_ERR_FORMAT, "tensor '" + name + "' has an absurd shape (more than 2^40 elements)");
+            }
+            elements *= std::max<int64_t>(ne[d], 1);
+        }
+        // ggml checked that offsets are consecutive and sizes do not overflow;
+        // it does not check that the data is actually in the file.
         const size_t off = gguf_get_tensor_offset(gguf_.get(), i);
         const size_t nbytes = gguf_get_tensor_size(gguf_.get(), i);
-        const size_t size = bytes_.size();
         if (data_offset > size || off > size - data_offset || nbytes > size - data_offset - off) {
-            fail(CUTECPP_ERR_FORMAT, std::string("truncated: tensor '") + gguf_get_tensor_name(gguf_.get(), i) +
-                                         "' needs bytes up to " + std::to_string(data_offset + off + nbytes) +
-                                         " but the file has " + std::to_string(size));
+            fail(CUTECPP_ERR_FORMAT, "truncated: tensor '" + name + "' needs bytes up to " +
+                                         std::to_string(data_offset + off + nbytes) + " but the file has " +
+                                         std::to_string(size));
         }
-        ggml_tensor * t = ggml_get_tensor(meta_.get(), gguf_get_tensor_name(gguf_.get(), i));
-        if (t == nullptr) fail(CUTECPP_ERR_INTERNAL, "tensor metadata missing for " + std::string(gguf_get_tensor_name(gguf_.get(), i)));
+        ggml_tensor * t = ggml_new_tensor(meta_.get(), gguf_get_tensor_type(gguf_.get(), i), GGML_MAX_DIMS, ne);
+        ggml_set_name(t, name.c_str());
         t->data = const_cast<uint8_t *>(bytes_.data() + data_offset + off);
+        tensors_.push_back(t);
     }
 }
 
@@ -156,7 +180,7 @@ bool GGUFFile::has(const std::string & key) const { return gguf_find_key(gguf_.g
 int64_t GGUFFile::n_tensors() const { return gguf_get_n_tensors(gguf_.get()); }
 size_t GGUFFile::tensor_bytes(int64_t i) const { return gguf_get_tensor_size(gguf_.get(), i); }
 
-ggml_tensor * GGUFFile::tensor(int64_t i) const { return ggml_get_tensor(meta_.get(), gguf_get_tensor_name(gguf_.get(), i)); }
+ggml_tensor * GGUFFile::tensor(int64_t i) const { return tensors_.at(static_cast<size_t>(i)); }
 
 namespace {
 const char * type_name(int type) {

@@ -66,6 +66,10 @@ public:
     size_t tensor_bytes(int64_t i) const;
 
 private:
+    // No real tensor comes near this; it keeps every size computation exact.
+    static constexpr int64_t kMaxTensorElements = int64_t(1) << 40;
+
+    void make_tensors();
     int64_t find_key(const std::string & key, int want_type) const;
 
     // Members, not raw pointers freed in a destructor: a check that fails in
@@ -81,6 +85,7 @@ private:
     FileBytes bytes_;
     std::unique_ptr<ggml_context, GGMLFree> meta_;
     std::unique_ptr<gguf_context, GGUFFree> gguf_;
+    std::vector<ggml_tensor *> tensors_;  // in file order, data inside bytes_
     mutable std::set<std::string> keys_read_;
 };
 
