@@ -12,11 +12,12 @@ from .errors import (
     UnsupportedError,
 )
 from .info import default_model_path, system_info
-from .model import Model
+from .model import Context, Model
 
 __version__ = text(lib.cutecpp_version())
 
 __all__ = [
+    "Context",
     "CutecppError",
     "FileError",
     "FormatError",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
+
+import numpy as np
 
 from ._binding import check, ffi, lib, text
 
@@ -24,7 +27,53 @@ class Model:
         check(lib.cutecpp_model_load(os.fsencode(path), params, out))
         return cls(ffi.gc(out[0], lib.cutecpp_model_free))
 
-    @property
+    @functools.cached_property
     def info(self) -> dict[str, Any]:
-        """Config, tensor count, parameters, bytes per dtype and file size."""
+        """Config, tensor count, parameters, bytes per dtype and file size (the model is immutable)."""
         return json.loads(text(lib.cutecpp_model_info_json(self._handle)))
+
+
+class Context:
+    """Per-generation compute state (threads, planned graphs). Use from one thread at a time."""
+
+    def __init__(self, model: Model, threads: int | None = None) -> None:
+        params = lib.cutecpp_context_default_params()
+        params.n_threads = threads or 0
+        out = ffi.new("struct cutecpp_context **")
+        check(lib.cutecpp_context_init(model._handle, params, out))
+        self._model = model  # keeps the model alive while the context exists
+        self._handle = ffi.gc(out[0], lib.cutecpp_context_free)
+
+    @property
+    def threads(self) -> int:
+        return int(lib.cutecpp_context_n_threads(self._handle))
+
+    def unet(self, sample: np.ndarray, timesteps: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """One UNet evaluation: sample [n, C, H, W], timesteps [n], context [n, T, D] -> [n, C_out, H, W]."""
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        timesteps = np.ascontiguousarray(np.broadcast_to(timesteps, (sample.shape[0],)), dtype=np.float32)
+        context = np.ascontiguousarray(context, dtype=np.float32)
+        if sample.ndim != 4 or context.ndim != 3 or context.shape[0] != sample.shape[0]:
+            raise ValueError(f"expected sample [n, C, H, W] and context [n, T, D], got {sample.shape}, {context.shape}")
+        unet = self._model.info["config"]["components"].get("unet")
+        if unet is None:
+            raise ValueError("the model has no unet")
+        if sample.shape[1] != unet["in_channels"] or context.shape[2] != unet["cross_attention_dim"]:
+            raise ValueError(
+                f"the unet takes {unet['in_channels']} latent channels and context width "
+                f"{unet['cross_attention_dim']}, got {sample.shape[1]} and {context.shape[2]}"
+            )
+        n, _, h, w = sample.shape
+        out = np.empty((n, unet["out_channels"], h, w), dtype=np.float32)
+        check(
+            lib.cutecpp_unet_eval(
+                self._handle,
+                ffi.from_buffer("float[]", sample),
+                n, h, w,
+                ffi.from_buffer("float[]", timesteps),
+                ffi.from_buffer("float[]", context),
+                context.shape[1],
+                ffi.from_buffer("float[]", out, require_writable=True),
+            )
+        )
+        return out

@@ -89,6 +89,19 @@ CUTECPP_API cutecpp_status cutecpp_context_init(const struct cutecpp_model * mod
 CUTECPP_API void           cutecpp_context_free(struct cutecpp_context * ctx);
 CUTECPP_API int32_t        cutecpp_context_n_threads(const struct cutecpp_context * ctx);
 
+// One UNet evaluation. Arrays are float32, C order (row-major):
+//   sample    [n, in_channels, height, width]  (height, width: latent pixels)
+//   timesteps [n]
+//   context   [n, n_tokens, cross_attention_dim]
+//   out       [n, out_channels, height, width]
+// The compute graph and buffers are planned on the first call for a shape
+// and reused while the shape stays the same.
+CUTECPP_API cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx,
+                                             const float * sample, int32_t n, int32_t height, int32_t width,
+                                             const float * timesteps,
+                                             const float * context, int32_t n_tokens,
+                                             float * out);
+
 // CUTECPP_CDEF_END
 
 #ifdef __cplusplus

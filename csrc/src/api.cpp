@@ -2,6 +2,7 @@
 #include "cutecpp.h"
 
 #include "error.h"
+#include "context.h"
 #include "model.h"
 
 #include "ggml-cpu.h"
@@ -14,11 +15,6 @@
 #ifndef CUTECPP_VERSION
 #error "CUTECPP_VERSION must be defined by the build"
 #endif
-
-struct cutecpp_context {
-    const cutecpp_model * model;
-    int32_t n_threads;
-};
 
 using namespace cutecpp;
 
@@ -135,11 +131,22 @@ cutecpp_status cutecpp_context_init(const struct cutecpp_model * model, struct c
             fail(CUTECPP_ERR_INVALID_ARGUMENT, "n_threads " + std::to_string(params.n_threads) + " is too large");
         }
         const int32_t threads = params.n_threads > 0 ? params.n_threads : cutecpp_default_threads();
-        *out = new cutecpp_context{model, threads};
+        *out = new cutecpp_context(*model, threads);
     });
 }
 
 void cutecpp_context_free(struct cutecpp_context * ctx) { delete ctx; }
+
+cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx, const float * sample, int32_t n, int32_t height,
+                                 int32_t width, const float * timesteps, const float * context, int32_t n_tokens,
+                                 float * out) {
+    return guard([&] {
+        if (!ctx || !sample || !timesteps || !context || !out) {
+            fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_unet_eval: NULL argument");
+        }
+        ctx->unet_eval(sample, n, height, width, timesteps, context, n_tokens, out);
+    });
+}
 
 int32_t cutecpp_context_n_threads(const struct cutecpp_context * ctx) { return ctx ? ctx->n_threads : 0; }
 

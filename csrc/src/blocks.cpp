@@ -1,0 +1,105 @@
+#include "blocks.h"
+
+#include "error.h"
+
+#include "ggml.h"
+
+#include <cmath>
+
+namespace cutecpp {
+
+ggml_tensor * Blocks::weight(const std::string & name) const {
+    const auto it = model.tensors.find(name);
+    // Bundles are validated against the config at load, so this is a bug.
+    if (it == model.tensors.end()) fail(CUTECPP_ERR_INTERNAL, "graph asks for a tensor the bundle lacks: " + name);
+    return it->second;
+}
+
+ggml_tensor * Blocks::linear(ggml_tensor * x, const std::string & p, bool bias) const {
+    x = ggml_mul_mat(ctx, weight(p + ".weight"), x);
+    return bias ? ggml_add(ctx, x, weight(p + ".bias")) : x;
+}
+
+ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride, int pad) const {
+    // Not ggml_conv_2d: it lays out im2col in f16, rounding every activation.
+    ggml_tensor * w = weight(p + ".weight");  // [KW, KH, IC, OC]
+    const int64_t n = x->ne[3];
+    ggml_tensor * cols = ggml_im2col(ctx, w, x, stride, stride, pad, pad, 1, 1, true, GGML_TYPE_F32);
+    const int64_t ow = cols->ne[1], oh = cols->ne[2], oc = w->ne[3];  // cols: [IC*KH*KW, OW, OH, N]
+    ggml_tensor * y = ggml_mul_mat(ctx, ggml_reshape_2d(ctx, w, cols->ne[0], oc),
+                                   ggml_reshape_2d(ctx, cols, cols->ne[0], ow * oh * n));  // [OC, OW*OH*N]
+    y = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, y, oc, ow, oh, n), 2, 0, 1, 3));
+    return ggml_add(ctx, y, ggml_reshape_4d(ctx, weight(p + ".bias"), 1, 1, oc, 1));
+}
+
+ggml_tensor * Blocks::group_norm(ggml_tensor * x, const std::string & p, int groups, float eps) const {
+    const int64_t c = x->ne[2];
+    x = ggml_group_norm(ctx, x, groups, eps);
+    x = ggml_mul(ctx, x, ggml_reshape_4d(ctx, weight(p + ".weight"), 1, 1, c, 1));
+    return ggml_add(ctx, x, ggml_reshape_4d(ctx, weight(p + ".bias"), 1, 1, c, 1));
+}
+
+ggml_tensor * Blocks::layer_norm(ggml_tensor * x, const std::string & p, float eps) const {
+    x = ggml_norm(ctx, x, eps);
+    return ggml_add(ctx, ggml_mul(ctx, x, weight(p + ".weight")), weight(p + ".bias"));
+}
+
+ggml_tensor * Blocks::resnet(ggml_tensor * x, ggml_tensor * temb_silu, const std::string & p, int groups,
+                             float eps) const {
+    ggml_tensor * h = ggml_silu(ctx, group_norm(x, p + ".norm1", groups, eps));
+    h = conv2d(h, p + ".conv1");
+    ggml_tensor * t = linear(temb_silu, p + ".time_emb_proj");           // [C, N]
+    h = ggml_add(ctx, h, ggml_reshape_4d(ctx, t, 1, 1, t->ne[0], t->ne[1]));
+    h = ggml_silu(ctx, group_norm(h, p + ".norm2", groups, eps));
+    h = conv2d(h, p + ".conv2");
+    if (model.tensors.count(p + ".conv_shortcut.weight")) x = conv2d(x, p + ".conv_shortcut", 1, 0);
+    return ggml_add(ctx, x, h);
+}
+
+ggml_tensor * Blocks::attention(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads) const {
+    const int64_t c = x->ne[0], t_q = x->ne[1], n = x->ne[2];
+    const int64_t t_k = context->ne[1];
+    const int64_t d = c / heads;
+    ggml_tensor * q = linear(x, p + ".to_q", false);
+    ggml_tensor * k = linear(context, p + ".to_k", false);
+    ggml_tensor * v = linear(context, p + ".to_v", false);
+    // [d, heads, T, N] -> [d, T, heads, N]
+    q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, d, heads, t_q, n), 0, 2, 1, 3);
+    k = ggml_permute(ctx, ggml_reshape_4d(ctx, k, d, heads, t_k, n), 0, 2, 1, 3);
+    // v as [T_k, d, heads, N] so the product contracts over keys
+    v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, d, heads, t_k, n), 1, 2, 0, 3));
+    ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                          // [T_k, T_q, heads, N]
+    kq = ggml_soft_max_ext(ctx, kq, nullptr, 1.0f / std::sqrt(static_cast<float>(d)), 0.0f);
+    ggml_tensor * o = ggml_mul_mat(ctx, v, kq);                          // [d, T_q, heads, N]
+    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                // [d, heads, T_q, N]
+    o = ggml_reshape_3d(ctx, o, c, t_q, n);
+    return linear(o, p + ".to_out.0");
+}
+
+ggml_tensor * Blocks::transformer2d(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads,
+                                    int groups, bool linear_proj) const {
+    const int64_t w = x->ne[0], h = x->ne[1], c = x->ne[2], n = x->ne[3];
+    ggml_tensor * residual = x;
+    x = group_norm(x, p + ".norm", groups, 1e-6f);  // diffusers fixes this eps
+    if (!linear_proj) x = conv2d(x, p + ".proj_in", 1, 0);
+    // [W, H, C, N] -> tokens [C, W*H, N] (token index = h*W + w, as diffusers)
+    x = ggml_cont(ctx, ggml_permute(ctx, x, 1, 2, 0, 3));
+    x = ggml_reshape_3d(ctx, x, c, w * h, n);
+    if (linear_proj) x = linear(x, p + ".proj_in");
+
+    const std::string b = p + ".tb.0";
+    ggml_tensor * normed = layer_norm(x, b + ".norm1", 1e-5f);
+    x = ggml_add(ctx, x, attention(normed, normed, b + ".attn1", heads));
+    x = ggml_add(ctx, x, attention(layer_norm(x, b + ".norm2", 1e-5f), context, b + ".attn2", heads));
+    ggml_tensor * ff = linear(layer_norm(x, b + ".norm3", 1e-5f), b + ".ff.net.0.proj");
+    ff = ggml_geglu_erf_swapped(ctx, ff);  // first half * gelu(second half), as diffusers' GEGLU
+    x = ggml_add(ctx, x, linear(ff, b + ".ff.net.2"));
+
+    if (linear_proj) x = linear(x, p + ".proj_out");
+    // tokens back to [W, H, C, N]
+    x = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, x, c, w, h, n), 2, 0, 1, 3));
+    if (!linear_proj) x = conv2d(x, p + ".proj_out", 1, 0);
+    return ggml_add(ctx, x, residual);
+}
+
+}  // namespace cutecpp

@@ -1,0 +1,37 @@
+// Building blocks of the diffusion networks as ggml graph pieces. Tensor
+// layouts follow ggml: images are [W, H, C, N], token sequences [C, T, N];
+// weights are the bundle's tensors, named as in the checkpoint.
+#pragma once
+
+#include "model.h"
+
+#include <string>
+
+struct ggml_context;
+struct ggml_tensor;
+
+namespace cutecpp {
+
+struct Blocks {
+    ggml_context * ctx;
+    const cutecpp_model & model;
+
+    ggml_tensor * weight(const std::string & name) const;
+
+    ggml_tensor * linear(ggml_tensor * x, const std::string & p, bool bias = true) const;
+    ggml_tensor * conv2d(ggml_tensor * x, const std::string & p, int stride = 1, int pad = 1) const;
+    ggml_tensor * group_norm(ggml_tensor * x, const std::string & p, int groups, float eps) const;
+    ggml_tensor * layer_norm(ggml_tensor * x, const std::string & p, float eps) const;
+
+    // diffusers ResnetBlock2D (GroupNorm, SiLU, 3x3 convs, time embedding
+    // projection, 1x1 shortcut when channels change).
+    ggml_tensor * resnet(ggml_tensor * x, ggml_tensor * temb_silu, const std::string & p, int groups,
+                         float eps) const;
+    // diffusers Attention: q from x, k/v from ctx (x itself for self-attention).
+    ggml_tensor * attention(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads) const;
+    // diffusers Transformer2DModel with one BasicTransformerBlock.
+    ggml_tensor * transformer2d(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads,
+                                int groups, bool linear_proj) const;
+};
+
+}  // namespace cutecpp
