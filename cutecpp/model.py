@@ -77,3 +77,18 @@ class Context:
             )
         )
         return out
+
+    def set_trace(self, enable: bool) -> None:
+        """Keep every block's output of the next evaluations (parity tests, debugging)."""
+        check(lib.cutecpp_context_set_trace(self._handle, enable))
+
+    def trace(self, name: str) -> np.ndarray:
+        """A block output of the last traced evaluation, e.g. "unet.down_blocks.1", as [n, C, H, W]."""
+        shape = ffi.new("int64_t[4]")
+        count = ffi.new("size_t *")
+        key = name.encode()
+        check(lib.cutecpp_context_trace_get(self._handle, key, ffi.NULL, 0, shape, count))
+        out = np.empty(tuple(shape), dtype=np.float32)
+        check(lib.cutecpp_context_trace_get(self._handle, key, ffi.from_buffer("float[]", out, require_writable=True),
+                                            out.size, shape, count))
+        return out

@@ -102,6 +102,16 @@ CUTECPP_API cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx,
                                              const float * context, int32_t n_tokens,
                                              float * out);
 
+// Debugging and parity tests: with tracing on, evaluations keep the output of
+// every block ("unet.conv_in", "unet.down_blocks.0", ..., "unet.mid_block",
+// "unet.up_blocks.0", ..., "unet.conv_out"); cutecpp_context_trace_get copies
+// one into out (C order; shape gets [n, C, H, W]) and sets *count to its
+// element count. out may be NULL to ask for the count and shape only.
+CUTECPP_API cutecpp_status cutecpp_context_set_trace(struct cutecpp_context * ctx, bool enable);
+CUTECPP_API cutecpp_status cutecpp_context_trace_get(const struct cutecpp_context * ctx, const char * name,
+                                                     float * out, size_t capacity, int64_t * shape,
+                                                     size_t * count);
+
 // CUTECPP_CDEF_END
 
 #ifdef __cplusplus

@@ -137,6 +137,21 @@ cutecpp_status cutecpp_context_init(const struct cutecpp_model * model, struct c
 
 void cutecpp_context_free(struct cutecpp_context * ctx) { delete ctx; }
 
+cutecpp_status cutecpp_context_set_trace(struct cutecpp_context * ctx, bool enable) {
+    return guard([&] {
+        if (!ctx) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_context_set_trace: ctx is NULL");
+        ctx->set_trace(enable);
+    });
+}
+
+cutecpp_status cutecpp_context_trace_get(const struct cutecpp_context * ctx, const char * name, float * out,
+                                         size_t capacity, int64_t * shape, size_t * count) {
+    return guard([&] {
+        if (!ctx || !name || !shape || !count) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_context_trace_get: NULL argument");
+        *count = ctx->trace_get(name, out, capacity, shape);
+    });
+}
+
 cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx, const float * sample, int32_t n, int32_t height,
                                  int32_t width, const float * timesteps, const float * context, int32_t n_tokens,
                                  float * out) {

@@ -48,8 +48,12 @@ void cutecpp_context::plan_unet(const Shape & s) {
     inputs_.context = ggml_new_tensor_3d(graph_ctx_, GGML_TYPE_F32, c.cross_attention_dim, s.t, s.n);
     for (ggml_tensor * t : {inputs_.sample, inputs_.time_proj, inputs_.context}) ggml_set_input(t);
 
-    output_ = build_unet(graph_ctx_, model, inputs_);
+    blocks_.clear();
+    output_ = build_unet(graph_ctx_, model, inputs_, blocks_);
     ggml_set_output(output_);
+    if (s.trace) {
+        for (ggml_tensor * b : blocks_) ggml_set_output(b);  // the allocator keeps outputs alive
+    }
     graph_ = ggml_new_graph_custom(graph_ctx_, kMaxGraphNodes, false);
     ggml_build_forward_expand(graph_, output_);
     if (!ggml_gallocr_reserve(galloc_, graph_)) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot allocate compute buffers");
@@ -69,7 +73,8 @@ void cutecpp_context::unet_eval(const float * sample, int n, int h, int w, const
     }
     if (t < 1 || t > 1024) fail(CUTECPP_ERR_INVALID_ARGUMENT, "context must have 1 to 1024 tokens");
 
-    plan_unet({n, h, w, t});
+    traced_ = false;
+    plan_unet({n, h, w, t, trace_});
     if (!ggml_gallocr_alloc_graph(galloc_, graph_)) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot allocate the graph");
     const std::vector<float> tproj = timestep_embedding(c, timesteps, n);
     ggml_backend_tensor_set(inputs_.sample, sample, 0, ggml_nbytes(inputs_.sample));
@@ -79,4 +84,24 @@ void cutecpp_context::unet_eval(const float * sample, int n, int h, int w, const
         fail(CUTECPP_ERR_INTERNAL, "ggml graph computation failed");
     }
     ggml_backend_tensor_get(output_, out, 0, ggml_nbytes(output_));
+    traced_ = trace_;
+}
+
+void cutecpp_context::set_trace(bool enable) { trace_ = enable; }
+
+size_t cutecpp_context::trace_get(const std::string & name, float * out, size_t capacity, int64_t shape[4]) const {
+    if (!traced_) fail(CUTECPP_ERR_INVALID_ARGUMENT, "no traced evaluation: enable tracing, then evaluate");
+    std::string known;
+    for (ggml_tensor * b : blocks_) {
+        if (name == ggml_get_name(b)) {
+            const size_t count = static_cast<size_t>(ggml_nelements(b));
+            for (int d = 0; d < 4; ++d) shape[d] = b->ne[3 - d];
+            if (out == nullptr) return count;
+            if (capacity < count) fail(CUTECPP_ERR_INVALID_ARGUMENT, "trace buffer too small for " + name);
+            ggml_backend_tensor_get(b, out, 0, count * sizeof(float));
+            return count;
+        }
+        known += (known.empty() ? "" : ", ") + std::string(ggml_get_name(b));
+    }
+    fail(CUTECPP_ERR_INVALID_ARGUMENT, "no traced block '" + name + "' (traced: " + known + ")");
 }

@@ -28,7 +28,13 @@ std::vector<float> timestep_embedding(const UnetConfig & c, const float * timest
     return out;
 }
 
-ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const UnetInputs & in) {
+ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const UnetInputs & in,
+                         std::vector<ggml_tensor *> & blocks) {
+    const auto mark = [&](ggml_tensor * t, const std::string & name) {
+        ggml_set_name(t, name.c_str());
+        blocks.push_back(t);
+        return t;
+    };
     const UnetConfig & c = *model.config.unet;
     const Blocks nn{ctx, model};
     const int groups = static_cast<int>(c.norm_num_groups);
@@ -39,7 +45,7 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
     temb = nn.linear(ggml_silu(ctx, temb), "unet.time_embedding.linear_2");
     ggml_tensor * temb_silu = ggml_silu(ctx, temb);  // every resnet applies SiLU first
 
-    ggml_tensor * x = nn.conv2d(in.sample, "unet.conv_in");
+    ggml_tensor * x = mark(nn.conv2d(in.sample, "unet.conv_in"), "unet.conv_in");
     std::vector<ggml_tensor *> skips = {x};
     for (size_t i = 0; i < levels; ++i) {
         const std::string b = "unet.down_blocks." + std::to_string(i);
@@ -57,13 +63,14 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
             x = nn.conv2d(x, b + ".downsamplers.0.conv", 2, 1);
             skips.push_back(x);
         }
+        mark(x, b);
     }
 
     if (c.mid_block) {
         x = nn.resnet(x, temb_silu, "unet.mid_block.resnets.0", groups, eps);
         x = nn.transformer2d(x, in.context, "unet.mid_block.attentions.0", c.num_attention_heads[levels - 1], groups,
                              c.use_linear_projection);
-        x = nn.resnet(x, temb_silu, "unet.mid_block.resnets.1", groups, eps);
+        x = mark(nn.resnet(x, temb_silu, "unet.mid_block.resnets.1", groups, eps), "unet.mid_block");
     }
 
     for (size_t i = 0; i < levels; ++i) {
@@ -81,10 +88,11 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
             x = ggml_upscale(ctx, x, 2, GGML_SCALE_MODE_NEAREST);
             x = nn.conv2d(x, b + ".upsamplers.0.conv");
         }
+        mark(x, b);
     }
 
     x = ggml_silu(ctx, nn.group_norm(x, "unet.conv_norm_out", groups, eps));
-    return nn.conv2d(x, "unet.conv_out");
+    return mark(nn.conv2d(x, "unet.conv_out"), "unet.conv_out");
 }
 
 }  // namespace cutecpp

@@ -16,8 +16,10 @@ struct UnetInputs {
     ggml_tensor * context;    // [cross_attention_dim, T, N]
 };
 
-// Returns [W, H, out_channels, N].
-ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const UnetInputs & in);
+// Returns [W, H, out_channels, N]. Each block's output is named after the
+// block ("unet.down_blocks.1", "unet.mid_block", ...) and appended to `blocks`.
+ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const UnetInputs & in,
+                         std::vector<ggml_tensor *> & blocks);
 
 // diffusers' get_timestep_embedding for the config (flip_sin_to_cos,
 // freq_shift), computed on the host: [n][dim], row-major.
