@@ -1,0 +1,184 @@
+"""UNet speed and memory: cutecpp against diffusers/PyTorch on the same random weights.
+
+    python tools/bench_unet.py [--json] [--shapes cute-mini,sd15] [--dtypes f32,f16,q8_0]
+                               [--threads 2] [--runs 5]
+
+Each engine and variant runs in its own subprocess (so peak RSS is its own),
+with the same thread count, batch 1, fixed inputs; the figure is the median
+of --runs evaluations after one warm-up. Ratios are PyTorch fp32 time /
+cutecpp time and cutecpp RSS / PyTorch fp32 RSS, all from this one run: the
+machines are noisy, so compare only figures printed together.
+
+Weights are built once with a fixed seed and cached in ~/.cache/cutecpp/bench
+(diffusers folder plus one bundle per dtype). Needs the test extra (torch,
+diffusers); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench"))
+
+# name -> (diffusers UNet2DConditionModel config, latent side, context tokens)
+SHAPES = {
+    # DESIGN.md's default-model orientation: ~17M parameters, 16x32x32 latent, 12 tokens.
+    "cute-mini": (
+        dict(sample_size=32, in_channels=16, out_channels=16, block_out_channels=(64, 128, 256),
+             layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+             cross_attention_dim=256, norm_num_groups=32, attention_head_dim=(2, 4, 8)),
+        32, 12,
+    ),
+    # Stable Diffusion 1.5's UNet: 64x64x4 latent, 77x768 context.
+    "sd15": (
+        dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
+             layers_per_block=2, cross_attention_dim=768, attention_head_dim=8,
+             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
+        64, 77,
+    ),
+}
+TORCH_VARIANTS = ("fp32", "channels_last", "bf16")
+
+
+def inputs(shape: str):
+    import numpy as np
+
+    config, side, tokens = SHAPES[shape]
+    rng = np.random.default_rng(0)
+    sample = rng.standard_normal((1, config["in_channels"], side, side)).astype(np.float32)
+    context = rng.standard_normal((1, tokens, config["cross_attention_dim"])).astype(np.float32)
+    return sample, np.array([500.0], np.float32), context
+
+
+def prepare(shape: str, dtypes: list[str]) -> None:
+    """The diffusers folder and one bundle per dtype, made once."""
+    folder = CACHE / shape / "unet"
+    if not (folder / "diffusion_pytorch_model.safetensors").exists():
+        import torch
+        from diffusers import UNet2DConditionModel
+
+        print(f"[bench] building random {shape} weights in {folder}", file=sys.stderr)
+        torch.manual_seed(0)
+        UNet2DConditionModel(**SHAPES[shape][0]).save_pretrained(folder)
+    from cutecpp.convert import convert_unet
+
+    for dtype in dtypes:
+        bundle = CACHE / shape / f"{dtype}.gguf"
+        if not bundle.exists():
+            print(f"[bench] converting {shape} to {dtype}", file=sys.stderr)
+            convert_unet(folder, bundle, dtype, model_id=f"bench-{shape}-{dtype}")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Not ru_maxrss: that one carries the
+    parent's peak across fork+exec, and the parent has torch loaded."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def timed(fn, runs: int) -> list[float]:
+    fn()  # warm-up: plans graphs, faults in weights
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def child(engine: str, shape: str, variant: str, threads: int, runs: int) -> dict:
+    sample, timesteps, context = inputs(shape)
+    if engine == "torch":
+        import torch
+        from diffusers import UNet2DConditionModel
+
+        torch.set_num_threads(threads)
+        unet = UNet2DConditionModel.from_pretrained(CACHE / shape / "unet").eval()
+        x, t, c = (torch.from_numpy(a) for a in (sample, timesteps, context))
+        if variant == "channels_last":
+            unet = unet.to(memory_format=torch.channels_last)
+            x = x.to(memory_format=torch.channels_last)
+
+        def run():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
+                unet(x, t, c)
+    else:
+        import cutecpp
+
+        ctx = cutecpp.Context(cutecpp.Model.load(CACHE / shape / f"{variant}.gguf"), threads=threads)
+
+        def run():
+            ctx.unet(sample, timesteps, context)
+
+    times = timed(run, runs)
+    return {
+        "engine": engine,
+        "variant": variant,
+        "ms": statistics.median(times),
+        "ms_all": [round(v, 2) for v in times],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def run_child(engine: str, shape: str, variant: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", engine, "--shapes", shape, "--variant", variant,
+           "--threads", str(args.threads), "--runs", str(args.runs)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{engine}/{variant} on {shape} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--shapes", default="cute-mini,sd15")
+    parser.add_argument("--dtypes", default="f32,f16,q8_0")
+    parser.add_argument("--torch-variants", default=",".join(TORCH_VARIANTS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--child", choices=["torch", "cutecpp"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(child(args.child, args.shapes, args.variant, args.threads, args.runs)))
+        return
+
+    report = {"threads": args.threads, "runs": args.runs, "shapes": {}}
+    for shape in args.shapes.split(","):
+        dtypes = args.dtypes.split(",")
+        prepare(shape, dtypes)
+        results = [run_child("torch", shape, v, args) for v in args.torch_variants.split(",")]
+        results += [run_child("cutecpp", shape, d, args) for d in dtypes]
+        base = next(r for r in results if r["engine"] == "torch" and r["variant"] == "fp32")
+        best_torch = min(r["ms"] for r in results if r["engine"] == "torch")
+        for r in results:
+            r["speedup_vs_torch_fp32"] = base["ms"] / r["ms"]
+            r["speedup_vs_best_torch"] = best_torch / r["ms"]
+            r["rss_vs_torch_fp32"] = r["peak_rss_mb"] / base["peak_rss_mb"]
+        report["shapes"][shape] = results
+        if not args.json:
+            print(f"\n{shape} (batch 1, {args.threads} threads, median of {args.runs})")
+            print(f"  {'engine':8} {'variant':14} {'ms':>10} {'x torch fp32':>13} {'x best torch':>13} "
+                  f"{'peak RSS MB':>12} {'RSS / torch':>12}")
+            for r in results:
+                print(f"  {r['engine']:8} {r['variant']:14} {r['ms']:10.1f} {r['speedup_vs_torch_fp32']:13.2f} "
+                      f"{r['speedup_vs_best_torch']:13.2f} {r['peak_rss_mb']:12.0f} {r['rss_vs_torch_fp32']:12.2f}")
+    if args.json:
+        print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
