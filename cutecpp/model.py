@@ -92,3 +92,18 @@ class Context:
         check(lib.cutecpp_context_trace_get(self._handle, key, ffi.from_buffer("float[]", out, require_writable=True),
                                             out.size, shape, count))
         return out
+
+    def tiny_decode(self, latents: np.ndarray) -> np.ndarray:
+        """Tiny (TAESD-style) decoder: latents [n, C, h, w] -> image [n, 3, h*f, w*f] in [-1, 1]."""
+        dec = self._model.info["config"]["components"].get("tiny_decoder")
+        if dec is None:
+            raise ValueError("the model has no tiny_decoder")
+        latents = np.ascontiguousarray(latents, dtype=np.float32)
+        if latents.ndim != 4 or latents.shape[1] != dec["latent_channels"]:
+            raise ValueError(f"expected latents [n, {dec['latent_channels']}, h, w], got {latents.shape}")
+        n, _, h, w = latents.shape
+        f = dec["upsampling_scaling_factor"] ** (len(dec["block_out_channels"]) - 1)
+        out = np.empty((n, dec["out_channels"], h * f, w * f), dtype=np.float32)
+        check(lib.cutecpp_tiny_decode(self._handle, ffi.from_buffer("float[]", latents), n, h, w,
+                                      ffi.from_buffer("float[]", out, require_writable=True)))
+        return out

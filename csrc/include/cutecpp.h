@@ -102,6 +102,13 @@ CUTECPP_API cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx,
                                              const float * context, int32_t n_tokens,
                                              float * out);
 
+// Decodes latents with the bundle's tiny decoder (TAESD-style):
+//   latents [n, latent_channels, height, width] -> out [n, 3, height*f, width*f]
+// with f the decoder's upsampling (16 for cute-mini); values in [-1, 1].
+CUTECPP_API cutecpp_status cutecpp_tiny_decode(struct cutecpp_context * ctx,
+                                               const float * latents, int32_t n, int32_t height, int32_t width,
+                                               float * out);
+
 // Debugging and parity tests: with tracing on, evaluations keep the output of
 // every block ("unet.conv_in", "unet.down_blocks.0", ..., "unet.mid_block",
 // "unet.up_blocks.0", ..., "unet.conv_out"); cutecpp_context_trace_get copies

@@ -20,7 +20,7 @@ ggml_tensor * Blocks::linear(ggml_tensor * x, const std::string & p, bool bias) 
     return bias ? ggml_add(ctx, x, weight(p + ".bias")) : x;
 }
 
-ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride, int pad) const {
+ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride, int pad, bool bias) const {
     // Not ggml_conv_2d: it lays out im2col in f16, rounding every activation.
     ggml_tensor * w = weight(p + ".weight");  // [KW, KH, IC, OC]
     const int64_t n = x->ne[3];
@@ -29,7 +29,7 @@ ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride,
     ggml_tensor * y = ggml_mul_mat(ctx, ggml_reshape_2d(ctx, w, cols->ne[0], oc),
                                    ggml_reshape_2d(ctx, cols, cols->ne[0], ow * oh * n));  // [OC, OW*OH*N]
     y = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, y, oc, ow, oh, n), 2, 0, 1, 3));
-    return ggml_add(ctx, y, ggml_reshape_4d(ctx, weight(p + ".bias"), 1, 1, oc, 1));
+    return bias ? ggml_add(ctx, y, ggml_reshape_4d(ctx, weight(p + ".bias"), 1, 1, oc, 1)) : y;
 }
 
 ggml_tensor * Blocks::group_norm(ggml_tensor * x, const std::string & p, int groups, float eps) const {

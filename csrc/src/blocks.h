@@ -19,7 +19,7 @@ struct Blocks {
     ggml_tensor * weight(const std::string & name) const;
 
     ggml_tensor * linear(ggml_tensor * x, const std::string & p, bool bias = true) const;
-    ggml_tensor * conv2d(ggml_tensor * x, const std::string & p, int stride = 1, int pad = 1) const;
+    ggml_tensor * conv2d(ggml_tensor * x, const std::string & p, int stride = 1, int pad = 1, bool bias = true) const;
     ggml_tensor * group_norm(ggml_tensor * x, const std::string & p, int groups, float eps) const;
     ggml_tensor * layer_norm(ggml_tensor * x, const std::string & p, float eps) const;
 

@@ -89,7 +89,40 @@ UnetConfig read_unet(const GGUFFile & f) {
     return c;
 }
 
+TinyDecoderConfig read_tiny_decoder(const GGUFFile & f) {
+    const std::string p = "cutecpp.tiny_decoder.";
+    TinyDecoderConfig c;
+    c.latent_channels = u32_in(f, p + "latent_channels", 1, kMaxLatentChannels);
+    c.out_channels = u32_in(f, p + "out_channels", 1, 4);
+    c.upsampling_scaling_factor = u32_in(f, p + "upsampling_scaling_factor", 1, 4);
+    one_of(f, p + "act_fn", {"relu"});
+    one_of(f, p + "upsample_fn", {"nearest"});
+    c.scaling_factor = f.get_f32(p + "scaling_factor");
+    c.shift_factor = f.get_f32(p + "shift_factor");
+    if (!(c.scaling_factor > 0.0f && c.scaling_factor < 1000.0f)) bad_value(p + "scaling_factor", "must be in (0, 1000)");
+    if (!(c.shift_factor > -1000.0f && c.shift_factor < 1000.0f)) bad_value(p + "shift_factor", "must be in (-1000, 1000)");
+    c.block_out_channels = f.get_u32_array(p + "block_out_channels");
+    c.num_blocks = f.get_u32_array(p + "num_blocks");
+    const size_t n = c.block_out_channels.size();
+    if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " stages");
+    if (c.num_blocks.size() != n) bad_value(p + "num_blocks", "has " + std::to_string(c.num_blocks.size()) + " entries but block_out_channels has " + std::to_string(n));
+    for (size_t i = 0; i < n; ++i) {
+        if (c.block_out_channels[i] != c.block_out_channels[0] || c.block_out_channels[i] < 1 || c.block_out_channels[i] > kMaxChannels) {
+            bad_value(p + "block_out_channels", "must be one channel count (1 to 8192) repeated: diffusers' DecoderTiny only runs with equal stages");
+        }
+        if (c.num_blocks[i] > kMaxLayersPerBlock) bad_value(p + "num_blocks", "at most " + std::to_string(kMaxLayersPerBlock) + " blocks per stage");
+    }
+    if (c.upscale() > 64) bad_value(p + "upsampling_scaling_factor", "total upsampling above 64");
+    return c;
+}
+
 }  // namespace
+
+uint32_t TinyDecoderConfig::upscale() const {
+    uint32_t f = 1;
+    for (size_t i = 1; i < block_out_channels.size() && f <= 64; ++i) f *= upsampling_scaling_factor;
+    return f;
+}
 
 BundleConfig read_config(const GGUFFile & f) {
     BundleConfig c;
@@ -115,8 +148,10 @@ BundleConfig read_config(const GGUFFile & f) {
         if (std::count(c.components.begin(), c.components.end(), comp) > 1) bad_value("cutecpp.components", "lists '" + comp + "' twice");
         if (comp == "unet") {
             c.unet = read_unet(f);
+        } else if (comp == "tiny_decoder") {
+            c.tiny_decoder = read_tiny_decoder(f);
         } else {
-            bad_value("cutecpp.components", "unknown component '" + comp + "' (supported: unet)");
+            bad_value("cutecpp.components", "unknown component '" + comp + "' (supported: unet, tiny_decoder)");
         }
     }
 
@@ -134,6 +169,7 @@ BundleConfig read_config(const GGUFFile & f) {
 TensorShapes expected_tensors(const BundleConfig & config) {
     TensorShapes out;
     if (config.unet) add_unet_tensors(*config.unet, "unet.", out);
+    if (config.tiny_decoder) add_tiny_decoder_tensors(*config.tiny_decoder, "tiny_decoder.", out);
     return out;
 }
 
@@ -161,6 +197,20 @@ std::string config_json(const BundleConfig & c) {
             {"freq_shift", u(n.freq_shift)},
             {"transformer_layers_per_block", "1"},
             {"sample_size", u(n.sample_size)},
+        }));
+    }
+    if (c.tiny_decoder) {
+        const TinyDecoderConfig & d = *c.tiny_decoder;
+        comps.emplace_back("tiny_decoder", object({
+            {"latent_channels", u(d.latent_channels)},
+            {"out_channels", u(d.out_channels)},
+            {"block_out_channels", array(d.block_out_channels, u)},
+            {"num_blocks", array(d.num_blocks, u)},
+            {"upsampling_scaling_factor", u(d.upsampling_scaling_factor)},
+            {"act_fn", str("relu")},
+            {"upsample_fn", str("nearest")},
+            {"scaling_factor", num(d.scaling_factor)},
+            {"shift_factor", num(d.shift_factor)},
         }));
     }
     return object({

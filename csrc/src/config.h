@@ -37,6 +37,20 @@ struct UnetConfig {
     uint32_t time_embed_dim() const { return block_out_channels.at(0) * 4; }
 };
 
+// A diffusers AutoencoderTiny decoder (TAESD-style): conv, ReLU, per stage
+// `num_blocks` residual blocks then (except last) nearest upsampling and a conv.
+struct TinyDecoderConfig {
+    uint32_t latent_channels = 0;
+    uint32_t out_channels = 0;
+    std::vector<uint32_t> block_out_channels;  // equal at every stage (diffusers requires it)
+    std::vector<uint32_t> num_blocks;
+    uint32_t upsampling_scaling_factor = 0;
+    float scaling_factor = 1.0f;  // latents = vae latents * scaling_factor (+ shift_factor)
+    float shift_factor = 0.0f;
+
+    uint32_t upscale() const;  // total: factor ^ (stages - 1)
+};
+
 struct BundleConfig {
     uint32_t format_version = 0;
     std::string model_id;
@@ -44,6 +58,7 @@ struct BundleConfig {
     std::string license;  // general.license, may be empty
     std::vector<std::string> components;
     std::optional<UnetConfig> unet;
+    std::optional<TinyDecoderConfig> tiny_decoder;
 };
 
 // Reads and validates every cutecpp.* key; an unknown cutecpp.* key, a
@@ -58,6 +73,7 @@ using TensorShapes = std::map<std::string, Shape>;
 // the component prefix ("unet.down_blocks.0.resnets.0.conv1.weight").
 TensorShapes expected_tensors(const BundleConfig & config);
 void add_unet_tensors(const UnetConfig & c, const std::string & prefix, TensorShapes & out);
+void add_tiny_decoder_tensors(const TinyDecoderConfig & c, const std::string & prefix, TensorShapes & out);
 
 std::string config_json(const BundleConfig & config);
 

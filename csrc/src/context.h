@@ -1,17 +1,18 @@
-// Per-generation state: the ggml CPU backend, and the compute graph and its
-// buffers, planned once per input shape and reused across steps.
+// Per-generation state: the ggml CPU backend and, per network, a compute graph
+// and its buffers, planned once per input shape and reused across steps.
 #pragma once
 
 #include "model.h"
-#include "unet.h"
 
-#include <memory>
+#include <functional>
 #include <string>
 #include <vector>
 
 struct ggml_backend;
 struct ggml_gallocr;
 struct ggml_cgraph;
+struct ggml_context;
+struct ggml_tensor;
 
 struct cutecpp_context {
     cutecpp_context(const cutecpp_model & model, int n_threads);
@@ -22,34 +23,39 @@ struct cutecpp_context {
     // sample [n, C_in, h, w], timesteps [n], context [n, t, D] -> out [n, C_out, h, w] (C order).
     void unet_eval(const float * sample, int n, int h, int w, const float * timesteps, const float * context, int t,
                    float * out);
+    // latents [n, C, h, w] (as the UNet sees them) -> image [n, 3, h*f, w*f] in [-1, 1].
+    void tiny_decode(const float * latents, int n, int h, int w, float * out);
 
     // Keep each block's output of the next evaluations for trace_get().
-    void set_trace(bool enable);
-    // Copies a traced block output (C order [n, C, H, W]); returns its element
-    // count, or fails naming the known blocks.
+    void set_trace(bool enable) { trace_ = enable; }
+    // Copies a traced block output of the last evaluation (C order [n, C, H, W]);
+    // returns its element count, or fails naming the blocks there are.
     size_t trace_get(const std::string & name, float * out, size_t capacity, int64_t shape[4]) const;
 
     const cutecpp_model & model;
     const int n_threads;
 
 private:
-    struct Shape {
-        int n = 0, h = 0, w = 0, t = 0;
-        bool trace = false;
-        bool operator==(const Shape & o) const {
-            return n == o.n && h == o.h && w == o.w && t == o.t && trace == o.trace;
-        }
+    // One network's graph for one input shape (and trace setting).
+    struct Planned {
+        std::vector<int64_t> key;
+        ggml_gallocr * galloc = nullptr;
+        ggml_context * ctx = nullptr;
+        ggml_cgraph * graph = nullptr;
+        std::vector<ggml_tensor *> inputs;
+        ggml_tensor * output = nullptr;
+        std::vector<ggml_tensor *> blocks;
     };
-    void plan_unet(const Shape & shape);
+    using Builder = std::function<ggml_tensor *(ggml_context *, std::vector<ggml_tensor *> & inputs,
+                                                std::vector<ggml_tensor *> & blocks)>;
+
+    void plan(Planned & p, std::vector<int64_t> key, const Builder & build);
+    void run(Planned & p, const std::vector<const float *> & inputs, float * out);
+    static void release(Planned & p);
 
     ggml_backend * backend_ = nullptr;
-    ggml_gallocr * galloc_ = nullptr;
-    ggml_context * graph_ctx_ = nullptr;
-    ggml_cgraph * graph_ = nullptr;
-    Shape shape_;
-    cutecpp::UnetInputs inputs_{};
-    ggml_tensor * output_ = nullptr;
-    std::vector<ggml_tensor *> blocks_;
+    Planned unet_;
+    Planned tiny_;
+    const Planned * last_ = nullptr;  // the last evaluation, if it was traced
     bool trace_ = false;
-    bool traced_ = false;  // the last evaluation kept its block outputs
 };

@@ -1,0 +1,89 @@
+// Mirrors diffusers' DecoderTiny: layers = [conv, relu, (blocks..., upsample,
+// conv) per stage]; numbering follows nn.Sequential, so parameter-free layers
+// (ReLU, Upsample) take an index too.
+#include "tiny_decoder.h"
+
+#include "blocks.h"
+
+#include "ggml.h"
+
+namespace cutecpp {
+
+namespace {
+
+// Walks DecoderTiny's nn.Sequential, calling the visitor for each layer with
+// its index: conv(index, in, out, bias), block(index, channels), relu(),
+// upsample().
+template <typename Visitor>
+void walk(const TinyDecoderConfig & c, Visitor && v) {
+    int i = 0;
+    const int64_t ch = c.block_out_channels[0];
+    v.conv(i++, c.latent_channels, ch, true);
+    v.relu(i++);
+    for (size_t s = 0; s < c.num_blocks.size(); ++s) {
+        const bool last = s + 1 == c.num_blocks.size();
+        for (uint32_t b = 0; b < c.num_blocks[s]; ++b) v.block(i++, ch);
+        if (!last) v.upsample(i++);
+        v.conv(i++, ch, last ? c.out_channels : ch, last);
+    }
+}
+
+std::string layer(int i) { return "tiny_decoder.decoder.layers." + std::to_string(i); }
+
+}  // namespace
+
+void add_tiny_decoder_tensors(const TinyDecoderConfig & c, const std::string & prefix, TensorShapes & out) {
+    struct Inventory {
+        const std::string & prefix;
+        TensorShapes & out;
+        void conv(const std::string & p, int64_t in, int64_t o, bool bias) {
+            out[p + ".weight"] = {o, in, 3, 3};
+            if (bias) out[p + ".bias"] = {o};
+        }
+        std::string at(int i) const { return prefix + "decoder.layers." + std::to_string(i); }
+        void conv(int i, int64_t in, int64_t o, bool bias) { conv(at(i), in, o, bias); }
+        // AutoencoderTinyBlock: conv.0, conv.2, conv.4 (ReLUs between); skip is Identity.
+        void block(int i, int64_t ch) {
+            for (int j : {0, 2, 4}) conv(at(i) + ".conv." + std::to_string(j), ch, ch, true);
+        }
+        void relu(int) {}
+        void upsample(int) {}
+    } inventory{prefix, out};
+    walk(c, inventory);
+}
+
+ggml_tensor * build_tiny_decoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * latents,
+                                 std::vector<ggml_tensor *> & blocks) {
+    const TinyDecoderConfig & c = *model.config.tiny_decoder;
+    struct Graph {
+        ggml_context * ctx;
+        Blocks nn;
+        int factor;
+        ggml_tensor * x;
+        std::vector<ggml_tensor *> & blocks;
+        void keep(int i) {
+            ggml_set_name(x, layer(i).c_str());
+            blocks.push_back(x);
+        }
+        void conv(int i, int64_t, int64_t, bool bias) {
+            x = nn.conv2d(x, layer(i), 1, 1, bias);
+            keep(i);
+        }
+        void block(int i, int64_t) {
+            const std::string p = layer(i) + ".conv.";
+            ggml_tensor * h = ggml_relu(ctx, nn.conv2d(x, p + "0"));
+            h = ggml_relu(ctx, nn.conv2d(h, p + "2"));
+            x = ggml_relu(ctx, ggml_add(ctx, nn.conv2d(h, p + "4"), x));
+            keep(i);
+        }
+        void relu(int) { x = ggml_relu(ctx, x); }
+        void upsample(int) { x = ggml_upscale(ctx, x, factor, GGML_SCALE_MODE_NEAREST); }
+    };
+    // x = tanh(x / 3) * 3, as DecoderTiny.forward
+    ggml_tensor * x = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, latents, 1.0f / 3.0f)), 3.0f);
+    Graph g{ctx, Blocks{ctx, model}, static_cast<int>(c.upsampling_scaling_factor), x, blocks};
+    walk(c, g);
+    return ggml_scale_bias(ctx, g.x, 2.0f, -1.0f);  // [0, 1] -> [-1, 1]
+}
+
+}  // namespace cutecpp

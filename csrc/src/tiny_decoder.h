@@ -1,0 +1,19 @@
+// The diffusers AutoencoderTiny decoder (TAESD-style) as a ggml graph, and the
+// tensors its config implies.
+#pragma once
+
+#include "model.h"
+
+#include <vector>
+
+struct ggml_context;
+struct ggml_tensor;
+
+namespace cutecpp {
+
+// latents [w, h, latent_channels, N] (already divided by scaling_factor) ->
+// image [w*f, h*f, out_channels, N] in [-1, 1] (diffusers' decode output).
+ggml_tensor * build_tiny_decoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * latents,
+                                 std::vector<ggml_tensor *> & blocks);
+
+}  // namespace cutecpp
