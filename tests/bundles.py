@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from gguf import GGUFValueType, GGUFWriter
 
-from cutecpp.bundle import FORMAT_VERSION, tensor_name
+from cutecpp.bundle import tensor_name
+from cutecpp.convert import header_keys, unet_keys
 
 # Small diffusers UNet2DConditionModel configs covering the supported family.
 UNET_CONFIGS: dict[str, dict[str, Any]] = {
@@ -82,45 +83,12 @@ def make_unet(name: str, seed: int = 0):
     return UNet2DConditionModel(**UNET_CONFIGS[name]).eval()
 
 
-def unet_keys(config) -> dict[str, tuple[GGUFValueType, Any, GGUFValueType | None]]:
-    """The cutecpp.unet.* keys for a diffusers UNet config (what the converter writes)."""
-    levels = len(config.block_out_channels)
-    heads = config.num_attention_heads or config.attention_head_dim
-    heads = list(heads) if isinstance(heads, (list, tuple)) else [heads] * levels
-    tlayers = config.transformer_layers_per_block
-    tlayers = tlayers if isinstance(tlayers, int) else max(tlayers)
-    U32, STR, BOOL, ARR = GGUFValueType.UINT32, GGUFValueType.STRING, GGUFValueType.BOOL, GGUFValueType.ARRAY
-    p = "cutecpp.unet."
-    return {
-        p + "in_channels": (U32, config.in_channels, None),
-        p + "out_channels": (U32, config.out_channels, None),
-        p + "block_out_channels": (ARR, list(config.block_out_channels), U32),
-        p + "down_block_types": (ARR, list(config.down_block_types), STR),
-        p + "up_block_types": (ARR, list(config.up_block_types), STR),
-        p + "layers_per_block": (U32, config.layers_per_block, None),
-        p + "mid_block_type": (STR, config.mid_block_type or "none", None),
-        p + "num_attention_heads": (ARR, heads, U32),
-        p + "cross_attention_dim": (U32, config.cross_attention_dim, None),
-        p + "norm_num_groups": (U32, config.norm_num_groups, None),
-        p + "norm_eps": (GGUFValueType.FLOAT32, config.norm_eps, None),
-        p + "use_linear_projection": (BOOL, bool(config.use_linear_projection), None),
-        p + "flip_sin_to_cos": (BOOL, bool(config.flip_sin_to_cos), None),
-        p + "freq_shift": (U32, config.freq_shift, None),
-        p + "transformer_layers_per_block": (U32, tlayers, None),
-        p + "sample_size": (U32, config.sample_size, None),
-    }
-
-
 def unet_bundle(name: str = "micro", seed: int = 0, f16: bool = False) -> Bundle:
     """A valid bundle holding the diffusers UNet `name` (f16: 2-D+ tensors as float16)."""
     unet = make_unet(name, seed)
     b = Bundle()
-    b.set("general.name", GGUFValueType.STRING, f"test {name}")
-    b.set("general.license", GGUFValueType.STRING, "MIT")
-    b.set("cutecpp.format_version", GGUFValueType.UINT32, FORMAT_VERSION)
-    b.set("cutecpp.model_id", GGUFValueType.STRING, f"test-{name}-{seed}")
-    b.set("cutecpp.components", GGUFValueType.ARRAY, ["unet"], GGUFValueType.STRING)
-    b.kv.update(unet_keys(unet.config))
+    b.kv.update(header_keys(f"test-{name}-{seed}", ["unet"], name=f"test {name}", license="MIT"))
+    b.kv.update(unet_keys(dict(unet.config)))
     for key, tensor in unet.state_dict().items():
         array = tensor.detach().numpy().astype(np.float32)
         if f16 and array.ndim > 1:

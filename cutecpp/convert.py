@@ -1,0 +1,508 @@
+"""Converts a diffusers UNet2DConditionModel folder into a cutecpp bundle (docs/bundle-format.md).
+
+Everything the C++ loader would later refuse is refused here first, with the key
+or tensor named, and the written file is loaded back with the real loader before
+it replaces the output: a bundle this module produces is one cutecpp accepts.
+Only numpy and gguf are needed (no torch, no safetensors package), so models can
+be converted on the target board itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, GGUFWriter, Keys
+from gguf.quants import quantize
+
+from .bundle import FORMAT_VERSION, tensor_name
+from .errors import CutecppError
+from .model import Model
+
+Q = GGMLQuantizationType
+U32, STR, BOOL, ARR = GGUFValueType.UINT32, GGUFValueType.STRING, GGUFValueType.BOOL, GGUFValueType.ARRAY
+KeyValues = dict[str, tuple[GGUFValueType, Any, GGUFValueType | None]]
+
+DTYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+
+
+class ConvertError(ValueError):
+    """A checkpoint, config or option the converter refuses; the message names the file, key or tensor."""
+
+
+# --- safetensors, read with numpy alone --------------------------------------------------------
+
+# BF16 has no numpy dtype: it is read as uint16 and widened to float32 below.
+SAFETENSORS_DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One tensor of a safetensors header, checked for internal consistency."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every tensor of a .safetensors file, in header order.
+
+    F32, F16 and F64 arrays are read-only views of a memory map, so a multi-gigabyte
+    checkpoint is not read into memory before conversion; BF16 becomes float32.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size < 8:
+        raise ConvertError(f"{path}: {size} bytes is too short for a safetensors file")
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    header_len = int.from_bytes(data[:8].tobytes(), "little")
+    if header_len > size - 8:
+        raise ConvertError(f"{path}: header length {header_len} exceeds the file ({size} bytes): "
+                           "not a safetensors file")
+    entries = [_entry(path, name, spec) for name, spec in _header(path, data[8:8 + header_len]).items()
+               if name != "__metadata__"]
+    body = data[8 + header_len:]
+    _check_layout(path, entries, body.size)
+    return {e.name: _array(body, e) for e in entries}
+
+
+def _header(path: Path, raw: np.ndarray) -> dict[str, Any]:
+    """The JSON header; anything that is not a JSON object means a corrupt or foreign file."""
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except ValueError as exc:  # JSON or UTF-8 decoding
+        raise ConvertError(f"{path}: corrupt safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise ConvertError(f"{path}: corrupt safetensors header (not a JSON object)")
+    return header
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry(path: Path, name: str, spec: Any) -> _Entry:
+    """Checks one header entry: known dtype, sane shape, offsets that span exactly the tensor's bytes."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(spec, dict) or not {"dtype", "shape", "data_offsets"} <= spec.keys():
+        raise ConvertError(f"{where}: header entry needs dtype, shape and data_offsets, got {spec!r}")
+    dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    if dtype not in SAFETENSORS_DTYPES:
+        raise ConvertError(f"{where}: dtype {dtype!r} is not supported (only {', '.join(SAFETENSORS_DTYPES)})")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise ConvertError(f"{where}: bad shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
+            and offsets[0] <= offsets[1]):
+        raise ConvertError(f"{where}: bad data_offsets {offsets!r}")
+    needed = math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize
+    if offsets[1] - offsets[0] != needed:
+        raise ConvertError(f"{where}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, "
+                           f"but {dtype} {shape} needs {needed}")
+    return _Entry(name, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _check_layout(path: Path, entries: list[_Entry], body_size: int) -> None:
+    """Tensors must tile the data section exactly: an overlap, a gap or a short file means corruption."""
+    end = 0
+    for e in sorted(entries, key=lambda e: (e.begin, e.end)):
+        if e.begin != end:
+            raise ConvertError(f"{path}: tensor {e.name!r} starts at data offset {e.begin}, expected {end} "
+                               "(overlapping or non-contiguous tensors)")
+        end = e.end
+    if end != body_size:
+        raise ConvertError(f"{path}: the tensors cover {end} data bytes but the file holds {body_size} "
+                           f"({'truncated' if end > body_size else 'trailing bytes'})")
+
+
+def _array(body: np.ndarray, e: _Entry) -> np.ndarray:
+    raw = body[e.begin:e.end].view(SAFETENSORS_DTYPES[e.dtype]).reshape(e.shape)
+    if e.dtype == "BF16":  # bfloat16 is the high half of a float32
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw
+
+
+# --- the UNet config ---------------------------------------------------------------------------
+
+# UNet2DConditionModel.__init__ defaults in diffusers 0.42 (checked by the tests): a key
+# missing from config.json means this value, exactly as in diffusers' from_config.
+UNET_DEFAULTS: dict[str, Any] = {
+    "sample_size": None, "in_channels": 4, "out_channels": 4, "center_input_sample": False,
+    "flip_sin_to_cos": True, "freq_shift": 0,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "only_cross_attention": False, "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2,
+    "downsample_padding": 1, "mid_block_scale_factor": 1, "dropout": 0.0, "act_fn": "silu",
+    "norm_num_groups": 32, "norm_eps": 1e-5, "cross_attention_dim": 1280, "transformer_layers_per_block": 1,
+    "reverse_transformer_layers_per_block": None, "encoder_hid_dim": None, "encoder_hid_dim_type": None,
+    "attention_head_dim": 8, "num_attention_heads": None, "dual_cross_attention": False,
+    "use_linear_projection": False, "class_embed_type": None, "addition_embed_type": None,
+    "addition_time_embed_dim": None, "num_class_embeds": None, "upcast_attention": False,
+    "resnet_time_scale_shift": "default", "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0,
+    "time_embedding_type": "positional", "time_embedding_dim": None, "time_embedding_act_fn": None,
+    "timestep_post_act": None, "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3,
+    "projection_class_embeddings_input_dim": None, "attention_type": "default", "class_embeddings_concat": False,
+    "mid_block_only_cross_attention": None, "cross_attention_norm": None, "addition_embed_type_num_heads": 64,
+}
+# Settings that do not change the computed network at inference in fp32 (dropout is off; the
+# addition-embedding heads exist only with an addition embedding, refused below; upcasting only
+# changes the precision of the attention scores), so any value is accepted.
+UNET_IGNORED = {"dropout", "addition_embed_type_num_heads", "upcast_attention"}
+# Settings written to the bundle, each validated where it is read in unet_keys().
+UNET_WRITTEN = {
+    "sample_size", "in_channels", "out_channels", "block_out_channels", "down_block_types", "up_block_types",
+    "layers_per_block", "mid_block_type", "attention_head_dim", "num_attention_heads", "cross_attention_dim",
+    "norm_num_groups", "norm_eps", "use_linear_projection", "flip_sin_to_cos", "freq_shift",
+    "transformer_layers_per_block",
+}
+# Everything else selects a feature the C++ UNet does not implement unless left at its default.
+UNET_FIXED = UNET_DEFAULTS.keys() - UNET_IGNORED - UNET_WRITTEN
+
+DOWN_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D"}
+UP_BLOCKS = {"CrossAttnUpBlock2D", "UpBlock2D"}
+MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
+
+
+def unet_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The full settings of a diffusers UNet config.json, defaults filled in; refuses what cutecpp lacks.
+
+    Unknown keys are refused too: a key from a newer diffusers may select a feature that
+    this converter would otherwise silently drop.
+    """
+    if config.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
+        raise ConvertError(f"_class_name = {config['_class_name']!r}: expected a UNet2DConditionModel config")
+    unknown = sorted(k for k in config if not k.startswith("_") and k not in UNET_DEFAULTS)
+    if unknown:
+        raise ConvertError(f"unknown UNet2DConditionModel setting(s) {', '.join(unknown)}")
+    settings = {**UNET_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")}}
+    for key in sorted(UNET_FIXED):
+        if _canonical(key, settings[key]) != UNET_DEFAULTS[key]:
+            raise ConvertError(f"{key} = {settings[key]!r} is not supported by cutecpp "
+                               f"(only the diffusers default {UNET_DEFAULTS[key]!r})")
+    _check_blocks(settings)
+    return settings
+
+
+def _canonical(key: str, value: Any) -> Any:
+    """Spellings diffusers treats as its default: per-level False lists, and False for 'follow the others'."""
+    if key == "only_cross_attention" and isinstance(value, (list, tuple)) and not any(value):
+        return False
+    if key == "mid_block_only_cross_attention" and value is False:
+        return None
+    return value
+
+
+def _check_blocks(s: dict[str, Any]) -> None:
+    """The block kinds and transformer depth are the written settings with a fixed list of values."""
+    for key, allowed in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
+        for block in _list(key, s[key]):
+            if block not in allowed:
+                raise ConvertError(f"{key}: {block!r} is not supported by cutecpp "
+                                   f"(only {' or '.join(sorted(allowed))})")
+    if s["mid_block_type"] not in MID_BLOCKS:
+        raise ConvertError(f"mid_block_type = {s['mid_block_type']!r} is not supported by cutecpp "
+                           "(only UNetMidBlock2DCrossAttn or null)")
+    if _one_value("transformer_layers_per_block", s["transformer_layers_per_block"]) != 1:
+        raise ConvertError(f"transformer_layers_per_block = {s['transformer_layers_per_block']!r} "
+                           "is not supported by cutecpp (only 1)")
+
+
+def unet_keys(config: dict[str, Any]) -> KeyValues:
+    """The cutecpp.unet.* keys for a diffusers UNet2DConditionModel config.json dict."""
+    s = unet_settings(config)
+    levels = len(_list("block_out_channels", s["block_out_channels"]))
+    # diffusers' naming slip: attention_head_dim holds the number of heads when num_attention_heads is null.
+    heads_key = "num_attention_heads" if s["num_attention_heads"] is not None else "attention_head_dim"
+    heads = s[heads_key] if isinstance(s[heads_key], (list, tuple)) else [s[heads_key]] * levels
+    layers = _one_value("layers_per_block", s["layers_per_block"])
+    cross_dim = _one_value("cross_attention_dim", s["cross_attention_dim"])
+    p = "cutecpp.unet."
+    return {
+        p + "in_channels": (U32, _u32("in_channels", s["in_channels"]), None),
+        p + "out_channels": (U32, _u32("out_channels", s["out_channels"]), None),
+        p + "block_out_channels": (ARR, _u32_list("block_out_channels", s["block_out_channels"]), U32),
+        p + "down_block_types": (ARR, list(s["down_block_types"]), STR),
+        p + "up_block_types": (ARR, list(s["up_block_types"]), STR),
+        p + "layers_per_block": (U32, _u32("layers_per_block", layers), None),
+        p + "mid_block_type": (STR, s["mid_block_type"] or "none", None),
+        p + "num_attention_heads": (ARR, _u32_list(heads_key, heads), U32),
+        p + "cross_attention_dim": (U32, _u32("cross_attention_dim", cross_dim), None),
+        p + "norm_num_groups": (U32, _u32("norm_num_groups", s["norm_num_groups"]), None),
+        p + "norm_eps": (GGUFValueType.FLOAT32, _number("norm_eps", s["norm_eps"]), None),
+        p + "use_linear_projection": (BOOL, _bool("use_linear_projection", s["use_linear_projection"]), None),
+        p + "flip_sin_to_cos": (BOOL, _bool("flip_sin_to_cos", s["flip_sin_to_cos"]), None),
+        p + "freq_shift": (U32, _u32("freq_shift", s["freq_shift"]), None),
+        p + "transformer_layers_per_block": (U32, 1, None),  # _check_blocks allows nothing else
+        p + "sample_size": (U32, _u32("sample_size", s["sample_size"]), None),
+    }
+
+
+# Type checks for the values written: the GGUF writer would fail obscurely (or wrap around) on
+# anything else. Ranges are the loader's business, so they are checked in one place only.
+def _u32(key: str, value: Any) -> int:
+    if not _is_count(value) or value >= 1 << 32:
+        raise ConvertError(f"{key} = {value!r}: expected a non-negative integer")
+    return value
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConvertError(f"{key} = {value!r}: expected a number")
+    return float(value)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConvertError(f"{key} = {value!r}: expected true or false")
+    return value
+
+
+def _list(key: str, value: Any) -> list[Any]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConvertError(f"{key} = {value!r}: expected a non-empty list")
+    return list(value)
+
+
+def _u32_list(key: str, value: Any) -> list[int]:
+    return [_u32(key, v) for v in _list(key, value)]
+
+
+def _one_value(key: str, value: Any) -> Any:
+    """diffusers allows a per-level list for some settings; cutecpp keeps one value per model."""
+    if isinstance(value, (list, tuple)):
+        if not value or any(v != value[0] for v in value):
+            raise ConvertError(f"{key} = {value!r}: cutecpp supports one value for all levels")
+        value = value[0]
+    return value
+
+
+def header_keys(model_id: str, components: list[str], name: str | None = None,
+                license: str | None = None) -> KeyValues:
+    """The bundle's top-level keys (general.architecture is added by GGUFWriter itself)."""
+    keys: KeyValues = {}
+    if name is not None:
+        keys[Keys.General.NAME] = (STR, name, None)
+    if license is not None:
+        keys[Keys.General.LICENSE] = (STR, license, None)
+    keys["cutecpp.format_version"] = (U32, FORMAT_VERSION, None)
+    keys["cutecpp.model_id"] = (STR, model_id, None)
+    keys["cutecpp.components"] = (ARR, list(components), STR)
+    return keys
+
+
+# --- dtype policy ------------------------------------------------------------------------------
+
+
+def output_type(shape: tuple[int, ...], dtype: str) -> GGMLQuantizationType:
+    """The bundle dtype of a tensor of `shape` (torch order) when converting with `dtype`.
+
+    The loader wants 1-D tensors (norms, biases) in F32. Quantized blocks run along the
+    innermost dimension, so a tensor whose last dimension is not a whole number of
+    blocks (3x3 and 1x1 conv kernels) falls back to F16.
+    """
+    target = DTYPES[dtype]
+    if len(shape) < 2:
+        return Q.F32
+    return target if shape[-1] % GGML_QUANT_SIZES[target][0] == 0 else Q.F16
+
+
+def describe(qtype: GGMLQuantizationType, dtype: str) -> str:
+    """Which tensors `output_type` gives `qtype` when converting with `dtype`, in words for the summary."""
+    if qtype == Q.F32 and dtype != "f32":
+        return "1-D tensors (norms, biases)"
+    if qtype == DTYPES[dtype]:
+        return {"f32": "all tensors", "f16": "tensors with 2+ dims"}.get(
+            dtype, "tensors with 2+ dims whose last dim is a multiple of 32")
+    return "tensors with 2+ dims whose last dim is not a multiple of 32 (conv kernels)"
+
+
+def _nbytes(shape: tuple[int, ...], qtype: GGMLQuantizationType) -> int:
+    block, size = GGML_QUANT_SIZES[qtype]
+    return math.prod(shape) // block * size
+
+
+# float16's largest finite value: a weight beyond it would silently become infinity.
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One tensor to write: its bundle name and dtype, and where its values come from."""
+
+    name: str
+    qtype: GGMLQuantizationType
+    array: np.ndarray
+    origin: str  # "<file>: tensor '<checkpoint name>'", for messages
+
+    def encode(self) -> np.ndarray:
+        """The bytes the bundle stores; refuses values that would not survive the conversion."""
+        peak = float(np.abs(self.array).max()) if self.array.size else 0.0
+        if not math.isfinite(peak):
+            raise ConvertError(f"{self.origin}: holds NaN or infinity")
+        if self.qtype == Q.F16 and peak > F16_MAX:
+            raise ConvertError(f"{self.origin}: values up to {peak:g} are beyond float16's range; use --dtype f32")
+        if self.qtype in (Q.F32, Q.F16):
+            return self.array.astype(np.float32 if self.qtype == Q.F32 else np.float16)
+        return quantize(self.array.astype(np.float32), self.qtype)
+
+
+def _plan(weights: dict[str, np.ndarray], dtype: str, path: Path) -> list[_Planned]:
+    plan = []
+    for source, array in weights.items():
+        try:
+            name = tensor_name("unet", source)
+        except ValueError as exc:
+            raise ConvertError(f"{path}: {exc}") from None
+        plan.append(_Planned(name, output_type(array.shape, dtype), array, f"{path}: tensor {source!r}"))
+    return plan
+
+
+# --- summary -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DtypeUse:
+    """The tensors one bundle dtype got, and the rule that gave it to them."""
+
+    which: str
+    tensors: int = 0
+    params: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class Summary:
+    """What a conversion wrote, per bundle dtype (named as `cutecpp info` names them)."""
+
+    path: Path
+    file_size: int
+    by_dtype: dict[str, DtypeUse] = field(default_factory=dict)
+
+    @property
+    def n_tensors(self) -> int:
+        return sum(u.tensors for u in self.by_dtype.values())
+
+    @property
+    def n_params(self) -> int:
+        return sum(u.params for u in self.by_dtype.values())
+
+    def table(self) -> str:
+        """A small table for the terminal: tensors, parameters and bytes per dtype, and which tensors."""
+        rows = [f"{'dtype':<6} {'tensors':>7} {'parameters':>13} {'bytes':>15}  which"]
+        for name, use in self.by_dtype.items():
+            rows.append(f"{name:<6} {use.tensors:>7} {use.params:>13,} {use.bytes:>15,}  {use.which}")
+        rows.append(f"{'file':<6} {self.n_tensors:>7} {self.n_params:>13,} {self.file_size:>15,}  {self.path}")
+        return "\n".join(rows)
+
+
+def _summarize(out: Path, dtype: str, plan: list[_Planned]) -> Summary:
+    summary = Summary(out, out.stat().st_size)
+    for t in sorted(plan, key=lambda t: t.qtype):
+        use = summary.by_dtype.setdefault(t.qtype.name.lower(), DtypeUse(describe(t.qtype, dtype)))
+        use.tensors += 1
+        use.params += t.array.size
+        use.bytes += _nbytes(t.array.shape, t.qtype)
+    return summary
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _write_gguf(path: Path, keys: KeyValues, plan: list[_Planned]) -> None:
+    """Writes the bundle one tensor at a time, so memory holds one converted tensor, not the model."""
+    writer = GGUFWriter(path, "cutecpp")
+    try:
+        for key, (vtype, value, sub_type) in keys.items():
+            writer.add_key_value(key, value, vtype, sub_type=sub_type)
+        for t in plan:
+            # With raw_dtype and a non-uint8 placeholder dtype, gguf keeps the shape in elements.
+            writer.add_tensor_info(t.name, t.array.shape, np.dtype(np.float32), _nbytes(t.array.shape, t.qtype),
+                                   raw_dtype=t.qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for t in plan:
+            writer.write_tensor_data(t.encode())
+    finally:
+        writer.close()
+
+
+def _verify(path: Path, out: Path) -> None:
+    """Loads the written file with the real loader, so nothing it would refuse is ever left at `out`."""
+    try:
+        Model.load(path)
+    except CutecppError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise ConvertError(f"{out}: the cutecpp loader refuses the converted bundle: {reason}") from None
+
+
+def _write_verified(out: Path, keys: KeyValues, plan: list[_Planned]) -> None:
+    """Writes next to `out`, verifies, then renames: a failed conversion leaves `out` as it was.
+
+    Verifying before the rename (rather than after) also keeps a previous good bundle at
+    `out` when the new one is refused.
+    """
+    if not out.parent.is_dir():
+        raise ConvertError(f"{out.parent}: no such directory")
+    temp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        _write_gguf(temp, keys, plan)
+        _verify(temp, out)
+        os.replace(temp, out)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+# --- the diffusers folder ----------------------------------------------------------------------
+
+
+def _unet_files(folder: Path) -> tuple[Path, Path]:
+    """config.json and the safetensors checkpoint of a diffusers UNet folder, with advice when absent."""
+    hint = "expected a diffusers UNet folder such as <model>/unet"
+    if not folder.is_dir():
+        raise ConvertError(f"{folder}: no such directory ({hint})")
+    config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config.is_file():
+        raise ConvertError(f"{folder}: no {CONFIG_FILE} ({hint})")
+    if not weights.is_file():
+        if (folder / "diffusion_pytorch_model.bin").is_file():
+            raise ConvertError(f"{folder}: only diffusion_pytorch_model.bin found; convert to safetensors first")
+        raise ConvertError(f"{folder}: no {WEIGHTS_FILE}")
+    return config, weights
+
+
+def _read_unet_keys(path: Path) -> KeyValues:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSON or UTF-8 decoding
+        raise ConvertError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ConvertError(f"{path}: not a JSON object")
+    try:
+        return unet_keys(config)
+    except ConvertError as exc:
+        raise ConvertError(f"{path}: {exc}") from None
+
+
+def convert_unet(folder: str | os.PathLike[str], out_path: str | os.PathLike[str], dtype: str, model_id: str,
+                 name: str | None = None, license: str | None = None) -> Summary:
+    """Converts a diffusers UNet2DConditionModel folder into a one-component bundle at `out_path`."""
+    if dtype not in DTYPES:
+        raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    folder, out = Path(folder), Path(out_path)
+    config_path, weights_path = _unet_files(folder)
+    keys = {**header_keys(model_id, ["unet"], name, license), **_read_unet_keys(config_path)}
+    plan = _plan(read_safetensors(weights_path), dtype, weights_path)
+    _write_verified(out, keys, plan)
+    return _summarize(out, dtype, plan)

@@ -1,0 +1,424 @@
+"""The diffusers -> cutecpp converter: safetensors reading, config checks, dtype policy, exact values, CLI.
+
+The references are independent of the converter: the UNets' own state dicts from
+torch, a dtype policy restated here, gguf's reader and dequantizer, and the C++
+loader's own account of what it loaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundles import UNET_CONFIGS, make_unet
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+import cutecpp
+from cutecpp.bundle import tensor_name
+from cutecpp.convert import UNET_DEFAULTS, ConvertError, convert_unet, read_safetensors, unet_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+DTYPES = ["f32", "f16", "q8_0", "q4_0"]
+# Bytes per 32 values in each bundle dtype (Q8_0: an f16 scale + 32 int8; Q4_0: an f16 scale + 16 bytes).
+BYTES_PER_32 = {"f32": 128, "f16": 64, "q8_0": 34, "q4_0": 18}
+
+
+@pytest.fixture(scope="session")
+def saved(tmp_path_factory):
+    """name -> (folder written by diffusers' save_pretrained, the UNet's state dict as numpy)."""
+    cache: dict[str, tuple[Path, dict[str, np.ndarray]]] = {}
+
+    def get(name: str) -> tuple[Path, dict[str, np.ndarray]]:
+        if name not in cache:
+            unet = make_unet(name)
+            folder = tmp_path_factory.mktemp(name)
+            unet.save_pretrained(folder)
+            cache[name] = folder, {k: v.detach().numpy() for k, v in unet.state_dict().items()}
+        return cache[name]
+
+    return get
+
+
+def expected_dtype(shape: tuple[int, ...], dtype: str) -> str:
+    """The documented policy, restated: 1-D in f32; quantized only where the last dim holds whole blocks."""
+    if len(shape) == 1 or dtype == "f32":
+        return "f32"
+    if dtype == "f16" or shape[-1] % 32:
+        return "f16"
+    return dtype
+
+
+# --- conversion of every test UNet with every dtype ------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(UNET_CONFIGS))
+def test_convert_loads_with_policy(saved, name, dtype, tmp_path):
+    folder, state = saved(name)
+    out = tmp_path / f"{name}.gguf"
+    summary = convert_unet(folder, out, dtype, f"id-{name}", name=f"test {name}", license="MIT")
+    info = cutecpp.Model.load(out).info
+
+    assert info["n_tensors"] == len(state) == summary.n_tensors
+    assert info["n_params"] == sum(a.size for a in state.values()) == summary.n_params
+    assert info["file_size"] == out.stat().st_size == summary.file_size
+
+    expected: dict[str, dict[str, int]] = {}
+    for array in state.values():
+        kind = expected_dtype(array.shape, dtype)
+        use = expected.setdefault(kind, {"tensors": 0, "bytes": 0})
+        use["tensors"] += 1
+        use["bytes"] += array.size * BYTES_PER_32[kind] // 32
+    assert dtype in expected  # the requested dtype really is used, so the checks below are not vacuous
+    assert info["dtypes"] == expected
+    assert {k: {"tensors": u.tensors, "bytes": u.bytes} for k, u in summary.by_dtype.items()} == expected
+
+    config = info["config"]
+    assert (config["model_id"], config["name"], config["license"]) == (f"id-{name}", f"test {name}", "MIT")
+    unet = config["components"]["unet"]
+    heads = UNET_CONFIGS[name]["attention_head_dim"]
+    levels = len(UNET_CONFIGS[name]["block_out_channels"])
+    assert unet["num_attention_heads"] == (list(heads) if isinstance(heads, tuple) else [heads] * levels)
+
+    check_values(out, state, dtype)
+
+
+def check_values(path: Path, state: dict[str, np.ndarray], dtype: str) -> None:
+    """Every stored tensor against the original weights, through gguf's own reader and dequantizer."""
+    originals = {tensor_name("unet", k): v for k, v in state.items()}
+    tensors = GGUFReader(path).tensors
+    assert sorted(t.name for t in tensors) == sorted(originals)
+    for t in tensors:
+        original = originals[t.name]
+        kind = t.tensor_type.name.lower()
+        assert kind == expected_dtype(original.shape, dtype), t.name
+        if kind == "f32":
+            np.testing.assert_array_equal(t.data, original, err_msg=t.name)
+        elif kind == "f16":
+            np.testing.assert_array_equal(t.data, original.astype(np.float16), err_msg=t.name)
+        else:
+            restored = dequantize(t.data, t.tensor_type).reshape(original.shape)
+            check_block_error(t.name, original, restored, kind)
+
+
+# Worst-case error of one value, in units of its 32-value block's largest magnitude m.
+# Q8_0 stores d = m/127 (as f16) and round(x/d): error <= d/2 from rounding, plus |q| <= 127
+# times the f16 rounding of d (relative 2^-11), so 0.5/127 + 2^-11 of m: 0.56/127, within
+# the 1/127 one would guess. Q4_0 stores d = m/8 and q in [-8, 7]; the one value of magnitude
+# m and sign opposite to the block's extreme is clipped from +8 to +7, a full d, plus 8 times
+# the f16 rounding of d. The absolute term covers scales that are f16 subnormals (spacing 2^-24).
+ERROR_BOUND = {
+    "q8_0": (0.5 / 127 + 2**-11, 127 * 2**-25),
+    "q4_0": (1 / 8 + 2**-11, 8 * 2**-25),
+}
+
+
+def check_block_error(name: str, original: np.ndarray, restored: np.ndarray, kind: str) -> None:
+    relative, absolute = ERROR_BOUND[kind]
+    blocks = original.reshape(-1, 32).astype(np.float64)
+    error = np.abs(restored.reshape(-1, 32) - blocks).max(axis=1)
+    bound = np.abs(blocks).max(axis=1) * relative * (1 + 1e-5) + absolute  # 1e-5: float32 arithmetic
+    worst = int(np.argmax(error - bound))
+    assert error[worst] <= bound[worst], f"{name}: block {worst} error {error[worst]:g} > bound {bound[worst]:g}"
+
+
+def test_converted_sd1_sizes(saved, tmp_path):
+    """The figures the report quotes: one model, each dtype; quantizing only ever shrinks the file."""
+    folder, _ = saved("sd1")
+    sizes = {d: convert_unet(folder, tmp_path / f"{d}.gguf", d, "sd1").file_size for d in DTYPES}
+    assert sizes["f32"] > sizes["f16"] > sizes["q8_0"] > sizes["q4_0"]
+
+
+# --- reading safetensors ---------------------------------------------------------------------------
+
+
+def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]], edit=None) -> Path:
+    """A safetensors file written by hand from (dtype name, array) pairs; `edit` may change the header."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    blobs, offset = [], 0
+    for name, (dtype, array) in tensors.items():
+        blob = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    if edit:
+        edit(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"".join(blobs))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(UNET_CONFIGS))
+def test_read_safetensors_matches_torch(saved, name):
+    folder, state = saved(name)
+    read = read_safetensors(folder / WEIGHTS)
+    assert sorted(read) == sorted(state)
+    for key, array in read.items():
+        assert array.dtype == np.float32 and array.shape == state[key].shape, key
+        np.testing.assert_array_equal(array, state[key], err_msg=key)
+
+
+@pytest.mark.parametrize("torch_dtype", ["float16", "bfloat16"])
+def test_read_half_precision_saved_by_torch(torch_dtype, tmp_path):
+    """diffusers' own F16 and BF16 files; BF16 becomes the float32 torch itself widens it to."""
+    import torch
+
+    unet = make_unet("micro").to(getattr(torch, torch_dtype))
+    unet.save_pretrained(tmp_path)
+    read = read_safetensors(tmp_path / WEIGHTS)
+    for key, tensor in unet.state_dict().items():
+        expected = tensor.numpy() if torch_dtype == "float16" else tensor.float().numpy()
+        assert read[key].dtype == expected.dtype, key
+        np.testing.assert_array_equal(read[key], expected, err_msg=key)
+    convert_unet(tmp_path, tmp_path / "half.gguf", "f16", "half")
+
+
+def test_read_hand_made_bf16(tmp_path):
+    import torch
+
+    values = torch.tensor([[1.0, -2.5, 3.14159, 1e-40], [65504.0, -1e30, float("inf"), 0.0]], dtype=torch.bfloat16)
+    bits = values.view(torch.int16).numpy().view(np.uint16)
+    f64 = np.array([1.0, 1 / 3, -1e300])
+    f16 = np.array([[0.5, -0.25]], np.float16)
+    path = write_safetensors(tmp_path / "m.safetensors", {"bf": ("BF16", bits), "d": ("F64", f64), "h": ("F16", f16)})
+    read = read_safetensors(path)
+    assert list(read) == ["bf", "d", "h"]  # __metadata__ skipped, header order kept
+    assert read["bf"].dtype == np.float32
+    np.testing.assert_array_equal(read["bf"], values.float().numpy())
+    np.testing.assert_array_equal(read["d"], f64)
+    np.testing.assert_array_equal(read["h"], f16)
+
+
+def set_entry(name: str, field: str, value):
+    def edit(header):
+        header[name][field] = value
+
+    return edit
+
+
+def overlap(header):
+    header["b"]["data_offsets"] = header["a"]["data_offsets"]
+
+
+def not_an_object(header):
+    header["a"] = 5
+
+
+# Changes to a valid file of two 24-byte tensors, made to its header before writing...
+HEADER_CASES = {
+    "entry not an object": (not_an_object, ["'a'", "needs dtype, shape and data_offsets"]),
+    "integer dtype": (set_entry("a", "dtype", "I64"), ["'a'", "I64", "not supported"]),
+    "negative shape": (set_entry("b", "shape", [-2, 6]), ["'b'", "bad shape"]),
+    "offsets disagree with shape": (set_entry("a", "data_offsets", [0, 20]), ["'a'", "hold 20 bytes", "needs 24"]),
+    "reversed offsets": (set_entry("a", "data_offsets", [24, 0]), ["'a'", "bad data_offsets"]),
+    "overlapping tensors": (overlap, ["'b'", "overlapping"]),
+}
+# ... or to its bytes after; each with words the message must contain.
+BYTES_CASES = {
+    "too short": (lambda d: d[:5], ["too short"]),
+    "header beyond file": (lambda d: (1 << 40).to_bytes(8, "little") + d[8:], ["header length", "exceeds"]),
+    "header not utf-8": (lambda d: d[:8] + b"\xff" * 16 + d[24:], ["corrupt safetensors header"]),
+    "header not an object": (lambda d: (8).to_bytes(8, "little") + b"[]      ", ["not a JSON object"]),
+    "truncated data": (lambda d: d[:-4], ["truncated"]),
+    "trailing bytes": (lambda d: d + b"\0" * 8, ["trailing bytes"]),
+}
+
+
+@pytest.mark.parametrize("case", [*HEADER_CASES, *BYTES_CASES])
+def test_corrupt_safetensors_refused(case, tmp_path):
+    tensors = {"a": ("F32", np.arange(6, dtype=np.float32).reshape(2, 3)), "b": ("F16", np.ones((2, 6), np.float16))}
+    path = tmp_path / "bad.safetensors"
+    if case in HEADER_CASES:
+        change, words = HEADER_CASES[case]
+        write_safetensors(path, tensors, edit=change)
+    else:
+        change, words = BYTES_CASES[case]
+        path.write_bytes(change(write_safetensors(path, tensors).read_bytes()))
+    with pytest.raises(ConvertError) as info:
+        read_safetensors(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
+# --- config checks ---------------------------------------------------------------------------------
+
+
+def test_defaults_are_diffusers_defaults():
+    """A key missing from config.json must mean what diffusers makes of it."""
+    from diffusers import UNet2DConditionModel
+
+    params = inspect.signature(UNet2DConditionModel.__init__).parameters
+    diffusers_defaults = {k: list(p.default) if isinstance(p.default, tuple) else p.default
+                          for k, p in params.items() if k != "self"}
+    assert diffusers_defaults == UNET_DEFAULTS
+
+
+REFUSED_SETTINGS = {
+    "class_embed_type": "timestep",
+    "num_class_embeds": 10,
+    "addition_embed_type": "text_time",
+    "time_cond_proj_dim": 256,
+    "time_embedding_type": "fourier",
+    "resnet_time_scale_shift": "scale_shift",
+    "only_cross_attention": [True, False],
+    "mid_block_only_cross_attention": True,
+    "attention_type": "gated",
+    "act_fn": "gelu",
+    "conv_in_kernel": 7,
+    "center_input_sample": True,
+    "transformer_layers_per_block": [1, 2],
+    "layers_per_block": [1, 2],
+    "cross_attention_dim": [8, 16],
+    "down_block_types": ["AttnDownBlock2D", "DownBlock2D"],
+    "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+    "sample_size": None,
+    "norm_eps": "small",
+}
+
+
+@pytest.mark.parametrize("key", list(REFUSED_SETTINGS))
+def test_unsupported_setting_refused(saved, key, tmp_path):
+    folder = copy_folder(saved("micro")[0], tmp_path / "unet")
+    edit_config(folder, **{key: REFUSED_SETTINGS[key]})
+    out = tmp_path / "m.gguf"
+    with pytest.raises(ConvertError) as info:
+        convert_unet(folder, out, "f16", "m")
+    message = str(info.value)
+    assert message.startswith(f"{folder / 'config.json'}: ") and key in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unet"]
+
+
+def test_unknown_and_foreign_configs_refused(saved):
+    config = json.loads((saved("micro")[0] / "config.json").read_text())
+    with pytest.raises(ConvertError, match="unknown UNet2DConditionModel setting.*use_fancy_attention"):
+        unet_keys({**config, "use_fancy_attention": True})
+    with pytest.raises(ConvertError, match="_class_name = 'AutoencoderKL'"):
+        unet_keys({**config, "_class_name": "AutoencoderKL"})
+
+
+def test_equivalent_spellings_accepted(saved):
+    """Per-level lists of one value and settings that do not change the network convert as the plain form."""
+    config = json.loads((saved("micro")[0] / "config.json").read_text())
+    same = dict(only_cross_attention=[False, False], mid_block_only_cross_attention=False, upcast_attention=True,
+                dropout=0.1, transformer_layers_per_block=[1, 1], layers_per_block=[1, 1], cross_attention_dim=[8, 8],
+                attention_head_dim=[2, 2])
+    assert unet_keys({**config, **same}) == unet_keys(config)
+    dropped = ("_diffusers_version", "act_fn", "dropout", "conv_in_kernel")
+    minimal = {k: v for k, v in config.items() if k not in dropped}
+    assert unet_keys(minimal) == unet_keys(config)
+
+
+# --- files and folders -----------------------------------------------------------------------------
+
+
+def copy_folder(folder: Path, to: Path) -> Path:
+    return Path(shutil.copytree(folder, to))
+
+
+def edit_config(folder: Path, **changes) -> None:
+    path = folder / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ConvertError, match=r"nope: no such directory \(expected a diffusers UNet folder"):
+        convert_unet(tmp_path / "nope", tmp_path / "m.gguf", "f16", "m")
+
+
+def test_folder_without_config(saved, tmp_path):
+    folder = copy_folder(saved("micro")[0], tmp_path / "unet")
+    (folder / "config.json").unlink()
+    with pytest.raises(ConvertError, match="no config.json"):
+        convert_unet(folder, tmp_path / "m.gguf", "f16", "m")
+
+
+def test_bin_only_folder(saved, tmp_path):
+    folder = copy_folder(saved("micro")[0], tmp_path / "unet")
+    (folder / WEIGHTS).rename(folder / "diffusion_pytorch_model.bin")
+    with pytest.raises(ConvertError, match="convert to safetensors first"):
+        convert_unet(folder, tmp_path / "m.gguf", "f16", "m")
+
+
+def test_bad_options(saved, tmp_path):
+    folder, _ = saved("micro")
+    with pytest.raises(ConvertError, match="'q2_k' is not one of"):
+        convert_unet(folder, tmp_path / "m.gguf", "q2_k", "m")
+    with pytest.raises(ConvertError, match="no such directory"):
+        convert_unet(folder, tmp_path / "missing" / "m.gguf", "f16", "m")
+
+
+def test_loader_refusal_leaves_previous_output(saved, tmp_path):
+    """A checkpoint missing a tensor converts, but the loader refuses it: the old bundle stays in place."""
+    folder, state = saved("micro")
+    out = tmp_path / "m.gguf"
+    convert_unet(folder, out, "f16", "old")
+    before = out.read_bytes()
+    broken = copy_folder(folder, tmp_path / "unet")
+    dropped = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    write_safetensors(broken / WEIGHTS, {k: ("F32", v) for k, v in state.items() if k != dropped})
+    with pytest.raises(ConvertError) as info:
+        convert_unet(broken, out, "f16", "new")
+    assert str(info.value).startswith(f"{out}: the cutecpp loader refuses the converted bundle: ")
+    assert f"missing tensor '{tensor_name('unet', dropped)}'" in str(info.value)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf", "unet"]
+
+
+@pytest.mark.parametrize(("value", "dtype", "words"), [
+    (float("nan"), "f32", "holds NaN or infinity"),
+    (1e5, "f16", "beyond float16's range"),
+])
+def test_unrepresentable_values_refused(saved, tmp_path, value, dtype, words):
+    folder, state = saved("micro")
+    broken = copy_folder(folder, tmp_path / "unet")
+    key = "conv_in.weight"
+    bad = state[key].copy()
+    bad.flat[5] = value
+    tensors = {k: ("F32", bad if k == key else v) for k, v in state.items()}
+    write_safetensors(broken / WEIGHTS, tensors)
+    with pytest.raises(ConvertError, match=f"tensor '{key}': .*{words}"):
+        convert_unet(broken, tmp_path / "m.gguf", dtype, "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unet"]  # the partial file is gone too
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "tools/convert_diffusers.py", *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_converts(saved, tmp_path):
+    folder, state = saved("sd1")
+    out = tmp_path / "cute-test.gguf"
+    run = run_cli("--unet", str(folder), "-o", str(out), "--dtype", "q8_0", "--name", "Cute", "--license", "MIT")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    lines = run.stdout.splitlines()
+    assert lines[0].split()[:4] == ["dtype", "tensors", "parameters", "bytes"]
+    rows = {line.split()[0]: line.split()[1:4] for line in lines[1:]}
+    assert set(rows) == {"f32", "f16", "q8_0", "file"}
+    assert rows["file"] == [str(len(state)), f"{sum(a.size for a in state.values()):,}", f"{out.stat().st_size:,}"]
+    config = cutecpp.Model.load(out).info["config"]
+    assert (config["model_id"], config["name"], config["license"]) == ("cute-test", "Cute", "MIT")
+
+
+def test_cli_one_line_error(tmp_path):
+    run = run_cli("--unet", str(tmp_path / "nope"), "-o", str(tmp_path / "m.gguf"))
+    assert run.returncode == 1
+    assert run.stdout == ""
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'nope'}: no such directory")
+

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Converts a diffusers UNet2DConditionModel folder into a cutecpp model bundle.
+
+    tools/convert_diffusers.py --unet MODEL/unet -o model.gguf --dtype q8_0 --license MIT
+
+The result is loaded back with cutecpp's own loader before it is put in place, so
+a bundle this writes is one cutecpp accepts. Errors are one line on stderr, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cutecpp import CutecppError
+from cutecpp.convert import DTYPES, ConvertError, convert_unet
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unet", type=Path, required=True, metavar="DIR",
+                        help="diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors)")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.gguf", help="bundle to write")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="f16",
+                        help="storage of tensors with 2+ dims; 1-D tensors are always f32, and q8_0/q4_0 "
+                             "fall back to f16 where the last dim is not a multiple of 32 (default: f16)")
+    parser.add_argument("--model-id", help="cutecpp.model_id, which cache keys use (default: the output file stem)")
+    parser.add_argument("--name", help="general.name, shown by `cutecpp info --model`")
+    parser.add_argument("--license", metavar="SPDX", help="general.license, e.g. MIT or CreativeML-OpenRAIL-M")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model_id = args.model_id if args.model_id is not None else args.output.stem
+    try:
+        summary = convert_unet(args.unet, args.output, args.dtype, model_id, name=args.name, license=args.license)
+    except (ConvertError, CutecppError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
