@@ -30,8 +30,11 @@ struct Blocks {
     // diffusers Attention: q from x, k/v from ctx (x itself for self-attention).
     ggml_tensor * attention(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads) const;
     // diffusers Transformer2DModel with one BasicTransformerBlock.
+    // proj_in/proj_out may be Linear or 1x1 Conv (use_linear_projection).
     ggml_tensor * transformer2d(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads,
-                                int groups, bool linear_proj) const;
+                                int groups) const;
+    // Nearest-neighbour upsampling by an integer factor.
+    ggml_tensor * upsample_nearest(ggml_tensor * x, int factor) const;
 };
 
 }  // namespace cutecpp

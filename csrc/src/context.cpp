@@ -9,6 +9,12 @@
 #include "ggml-cpu.h"
 #include "ggml.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+
 using namespace cutecpp;
 
 namespace {
@@ -30,6 +36,8 @@ cutecpp_context::cutecpp_context(const cutecpp_model & m, int threads) : model(m
     backend_ = ggml_backend_cpu_init();
     if (!backend_) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot start the ggml CPU backend");
     ggml_backend_cpu_set_n_threads(backend_, n_threads);
+    const char * profile = std::getenv("CUTECPP_PROFILE");
+    profile_ = profile != nullptr && profile[0] != '\0' && profile[0] != '0';
 }
 
 cutecpp_context::~cutecpp_context() {
@@ -78,11 +86,53 @@ void cutecpp_context::run(Planned & p, const std::vector<const float *> & inputs
     for (size_t i = 0; i < inputs.size(); ++i) {
         ggml_backend_tensor_set(p.inputs[i], inputs[i], 0, ggml_nbytes(p.inputs[i]));
     }
-    if (ggml_backend_graph_compute(backend_, p.graph) != GGML_STATUS_SUCCESS) {
+    if (profile_) {
+        profile(p);
+    } else if (ggml_backend_graph_compute(backend_, p.graph) != GGML_STATUS_SUCCESS) {
         fail(CUTECPP_ERR_INTERNAL, "ggml graph computation failed");
     }
     ggml_backend_tensor_get(p.output, out, 0, ggml_nbytes(p.output));
     if (trace_) last_ = &p;
+}
+
+// CUTECPP_PROFILE=1: computes the graph one node at a time and prints the time
+// per op (and per op and shape for the costliest) to stderr. Slower overall
+// than a normal run; the shares are what it is for.
+void cutecpp_context::profile(Planned & p) {
+    struct Cost {
+        double ms = 0;
+        int count = 0;
+    };
+    std::map<std::string, Cost> by_op;
+    double total = 0;
+    const int n = ggml_graph_n_nodes(p.graph);
+    ggml_init_params params = {ggml_graph_overhead_custom(1, false), nullptr, true};
+    ggml_context * one_ctx = ggml_init(params);
+    if (!one_ctx) fail(CUTECPP_ERR_OUT_OF_MEMORY, "profile: cannot allocate a graph");
+    ggml_cgraph * one = ggml_new_graph_custom(one_ctx, 1, false);
+    for (int i = 0; i < n; ++i) {
+        ggml_graph_clear(one);
+        ggml_graph_add_node(one, ggml_graph_node(p.graph, i));
+        const auto start = std::chrono::steady_clock::now();
+        if (ggml_backend_graph_compute(backend_, one) != GGML_STATUS_SUCCESS) {
+            ggml_free(one_ctx);
+            fail(CUTECPP_ERR_INTERNAL, "ggml graph computation failed");
+        }
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        const ggml_tensor * t = ggml_graph_node(p.graph, i);
+        std::string op = ggml_op_desc(t);
+        if (t->op == GGML_OP_MUL_MAT) op += std::string(" ") + ggml_type_name(t->src[0]->type);
+        by_op[op].ms += ms;
+        by_op[op].count += 1;
+        total += ms;
+    }
+    ggml_free(one_ctx);
+    std::vector<std::pair<std::string, Cost>> rows(by_op.begin(), by_op.end());
+    std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.ms > b.second.ms; });
+    std::fprintf(stderr, "cutecpp profile: %d nodes, %.2f ms\n", n, total);
+    for (const auto & [op, cost] : rows) {
+        std::fprintf(stderr, "  %-20s %5d nodes %9.2f ms %5.1f%%\n", op.c_str(), cost.count, cost.ms, 100.0 * cost.ms / total);
+    }
 }
 
 void cutecpp_context::unet_eval(const float * sample, int n, int h, int w, const float * timesteps,

@@ -52,10 +52,12 @@ private:
     void plan(Planned & p, std::vector<int64_t> key, const Builder & build);
     void run(Planned & p, const std::vector<const float *> & inputs, float * out);
     static void release(Planned & p);
+    void profile(Planned & p);
 
     ggml_backend * backend_ = nullptr;
     Planned unet_;
     Planned tiny_;
     const Planned * last_ = nullptr;  // the last evaluation, if it was traced
     bool trace_ = false;
+    bool profile_ = false;  // CUTECPP_PROFILE set: time each node
 };

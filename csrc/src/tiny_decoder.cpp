@@ -77,7 +77,7 @@ ggml_tensor * build_tiny_decoder(ggml_context * ctx, const cutecpp_model & model
             keep(i);
         }
         void relu(int) { x = ggml_relu(ctx, x); }
-        void upsample(int) { x = ggml_upscale(ctx, x, factor, GGML_SCALE_MODE_NEAREST); }
+        void upsample(int) { x = nn.upsample_nearest(x, factor); }
     };
     // x = tanh(x / 3) * 3, as DecoderTiny.forward
     ggml_tensor * x = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, latents, 1.0f / 3.0f)), 3.0f);

@@ -54,8 +54,7 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
             const std::string js = std::to_string(j);
             x = nn.resnet(x, temb_silu, b + ".resnets." + js, groups, eps);
             if (attn) {
-                x = nn.transformer2d(x, in.context, b + ".attentions." + js, c.num_attention_heads[i], groups,
-                                     c.use_linear_projection);
+                x = nn.transformer2d(x, in.context, b + ".attentions." + js, c.num_attention_heads[i], groups);
             }
             skips.push_back(x);
         }
@@ -68,8 +67,7 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
 
     if (c.mid_block) {
         x = nn.resnet(x, temb_silu, "unet.mid_block.resnets.0", groups, eps);
-        x = nn.transformer2d(x, in.context, "unet.mid_block.attentions.0", c.num_attention_heads[levels - 1], groups,
-                             c.use_linear_projection);
+        x = nn.transformer2d(x, in.context, "unet.mid_block.attentions.0", c.num_attention_heads[levels - 1], groups);
         x = mark(nn.resnet(x, temb_silu, "unet.mid_block.resnets.1", groups, eps), "unet.mid_block");
     }
 
@@ -82,10 +80,10 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
             x = ggml_concat(ctx, x, skips.back(), 2);
             skips.pop_back();
             x = nn.resnet(x, temb_silu, b + ".resnets." + js, groups, eps);
-            if (attn) x = nn.transformer2d(x, in.context, b + ".attentions." + js, heads, groups, c.use_linear_projection);
+            if (attn) x = nn.transformer2d(x, in.context, b + ".attentions." + js, heads, groups);
         }
         if (i + 1 < levels) {
-            x = ggml_upscale(ctx, x, 2, GGML_SCALE_MODE_NEAREST);
+            x = nn.upsample_nearest(x, 2);
             x = nn.conv2d(x, b + ".upsamplers.0.conv");
         }
         mark(x, b);
