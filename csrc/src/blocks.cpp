@@ -1,10 +1,12 @@
 #include "blocks.h"
 
 #include "error.h"
+#include "winograd.h"
 
 #include "ggml.h"
 
 #include <cmath>
+#include <cstdlib>
 
 namespace cutecpp {
 
@@ -24,6 +26,16 @@ ggml_tensor * Blocks::linear(ggml_tensor * x, const std::string & p, bool bias) 
 }
 
 ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride, int pad, bool bias) const {
+    // CUTECPP_WINOGRAD=0 forces im2col (benchmarks compare the two).
+    static const bool use_winograd = [] {
+        const char * v = std::getenv("CUTECPP_WINOGRAD");
+        return v == nullptr || v[0] != '0';
+    }();
+    if (use_winograd && stride == 1 && pad == 1) {
+        if (ggml_tensor * u = model.winograd_kernel(p + ".weight")) {
+            return winograd::conv2d(ctx, x, u, bias ? weight(p + ".bias") : nullptr);
+        }
+    }
     // Not ggml_conv_2d: it lays out im2col in f16, rounding every activation.
     ggml_tensor * w = weight(p + ".weight");  // [KW, KH, IC, OC]
     const int64_t n = x->ne[3];
@@ -117,6 +129,34 @@ ggml_tensor * Blocks::upsample_nearest(ggml_tensor * x, int factor) const {
     t = ggml_reshape_4d(ctx, t, factor * w, 1, h, cn);
     t = ggml_repeat(ctx, t, ggml_new_tensor_4d(ctx, x->type, factor * w, factor, h, cn));  // [fW, f, H, CN]
     return ggml_reshape_4d(ctx, t, factor * w, factor * h, x->ne[2], x->ne[3]);
+}
+
+}  // namespace cutecpp
+
+namespace cutecpp {
+
+ggml_tensor * Blocks::resnet_plain(ggml_tensor * x, const std::string & p, int groups, float eps) const {
+    ggml_tensor * h = ggml_silu(ctx, group_norm(x, p + ".norm1", groups, eps));
+    h = conv2d(h, p + ".conv1");
+    h = ggml_silu(ctx, group_norm(h, p + ".norm2", groups, eps));
+    h = conv2d(h, p + ".conv2");
+    if (model.tensors.count(p + ".conv_shortcut.weight")) x = conv2d(x, p + ".conv_shortcut", 1, 0);
+    return ggml_add(ctx, x, h);
+}
+
+ggml_tensor * Blocks::vae_attention(ggml_tensor * x, const std::string & p, int groups, float eps) const {
+    const int64_t w = x->ne[0], h = x->ne[1], c = x->ne[2], n = x->ne[3];
+    // [W, H, C, N] -> tokens [C, W*H, N] (token index = h*W + w, as diffusers' view).
+    ggml_tensor * t = ggml_cont(ctx, ggml_permute(ctx, group_norm(x, p + ".group_norm", groups, eps), 1, 2, 0, 3));
+    t = ggml_reshape_3d(ctx, t, c, w * h, n);
+    ggml_tensor * q = linear(t, p + ".to_q");
+    ggml_tensor * k = linear(t, p + ".to_k");
+    ggml_tensor * v = ggml_cont(ctx, ggml_transpose(ctx, linear(t, p + ".to_v")));  // [T, C, N]
+    ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                                      // [T_k, T_q, N]
+    kq = ggml_soft_max_ext(ctx, kq, nullptr, 1.0f / std::sqrt(static_cast<float>(c)), 0.0f);
+    ggml_tensor * o = linear(ggml_mul_mat(ctx, v, kq), p + ".to_out.0");             // [C, T_q, N]
+    o = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, o, c, w, h, n), 2, 0, 1, 3));
+    return ggml_add(ctx, o, x);
 }
 
 }  // namespace cutecpp

@@ -2,6 +2,7 @@
 
 #include "error.h"
 #include "json.h"
+#include "winograd.h"
 
 #include "ggml.h"
 
@@ -109,4 +110,26 @@ cutecpp_model::cutecpp_model(const std::string & path, bool use_mmap)
         }
     }
     info_json = describe(file, config);
+}
+
+cutecpp_model::~cutecpp_model() {
+    for (auto & [name, t] : winograd_) ggml_free(t.ctx);
+}
+
+ggml_tensor * cutecpp_model::winograd_kernel(const std::string & name) const {
+    const auto it = tensors.find(name);
+    if (it == tensors.end() || !winograd::supports_kernel(it->second)) return nullptr;
+    std::lock_guard<std::mutex> lock(winograd_mutex_);
+    Transformed & t = winograd_[name];
+    if (t.ctx == nullptr) {
+        const ggml_tensor * k = it->second;
+        t.data.resize(winograd::transformed_bytes(k) / sizeof(float));
+        winograd::transform_kernel(k, t.data.data());
+        ggml_init_params params = {ggml_tensor_overhead(), nullptr, true};
+        t.ctx = ggml_init(params);
+        if (!t.ctx) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot allocate a transformed kernel");
+        ggml_tensor * u = ggml_new_tensor_3d(t.ctx, GGML_TYPE_F32, k->ne[2], k->ne[3], 16);
+        u->data = t.data.data();
+    }
+    return ggml_get_first_tensor(t.ctx);
 }

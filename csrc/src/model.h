@@ -5,15 +5,32 @@
 #include "gguf_file.h"
 
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 struct ggml_tensor;
 
 struct cutecpp_model {
     cutecpp_model(const std::string & path, bool use_mmap);
+    ~cutecpp_model();
+
+    // The Winograd-transformed copy of a 3x3 conv kernel (winograd.h), made on
+    // first use and kept for the model's lifetime; NULL if the kernel's type
+    // or shape does not allow it. Thread-safe: the model stays shareable.
+    ggml_tensor * winograd_kernel(const std::string & name) const;
 
     cutecpp::GGUFFile file;
     cutecpp::BundleConfig config;
     std::map<std::string, ggml_tensor *> tensors;
     std::string info_json;
+
+private:
+    struct Transformed {
+        ggml_context * ctx = nullptr;  // holds the tensor's metadata
+        std::vector<float> data;
+    };
+    mutable std::mutex winograd_mutex_;
+    mutable std::map<std::string, Transformed> winograd_;
 };
