@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchlib import add_ratios, measure, print_table, run_child
 
 CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench"))
 
@@ -78,25 +77,6 @@ def prepare(shape: str, dtypes: list[str]) -> None:
             convert_unet(folder, bundle, dtype, model_id=f"bench-{shape}-{dtype}")
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. Not ru_maxrss: that one carries the
-    parent's peak across fork+exec, and the parent has torch loaded."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def timed(fn, runs: int) -> list[float]:
-    fn()  # warm-up: plans graphs, faults in weights
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return times
-
-
 def child(engine: str, shape: str, variant: str, threads: int, runs: int) -> dict:
     sample, timesteps, context = inputs(shape)
     if engine == "torch":
@@ -121,23 +101,12 @@ def child(engine: str, shape: str, variant: str, threads: int, runs: int) -> dic
         def run():
             ctx.unet(sample, timesteps, context)
 
-    times = timed(run, runs)
-    return {
-        "engine": engine,
-        "variant": variant,
-        "ms": statistics.median(times),
-        "ms_all": [round(v, 2) for v in times],
-        "peak_rss_mb": peak_rss_mb(),
-    }
+    return measure(engine, variant, run, runs)
 
 
-def run_child(engine: str, shape: str, variant: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", engine, "--shapes", shape, "--variant", variant,
-           "--threads", str(args.threads), "--runs", str(args.runs)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{engine}/{variant} on {shape} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def child_result(engine: str, shape: str, variant: str, args) -> dict:
+    return run_child(__file__, ["--child", engine, "--shapes", shape, "--variant", variant,
+                                "--threads", str(args.threads), "--runs", str(args.runs)])
 
 
 def main() -> None:
@@ -160,22 +129,12 @@ def main() -> None:
     for shape in args.shapes.split(","):
         dtypes = args.dtypes.split(",")
         prepare(shape, dtypes)
-        results = [run_child("torch", shape, v, args) for v in args.torch_variants.split(",")]
-        results += [run_child("cutecpp", shape, d, args) for d in dtypes]
-        base = next(r for r in results if r["engine"] == "torch" and r["variant"] == "fp32")
-        best_torch = min(r["ms"] for r in results if r["engine"] == "torch")
-        for r in results:
-            r["speedup_vs_torch_fp32"] = base["ms"] / r["ms"]
-            r["speedup_vs_best_torch"] = best_torch / r["ms"]
-            r["rss_vs_torch_fp32"] = r["peak_rss_mb"] / base["peak_rss_mb"]
+        results = [child_result("torch", shape, v, args) for v in args.torch_variants.split(",")]
+        results += [child_result("cutecpp", shape, d, args) for d in dtypes]
+        add_ratios(results)
         report["shapes"][shape] = results
         if not args.json:
-            print(f"\n{shape} (batch 1, {args.threads} threads, median of {args.runs})")
-            print(f"  {'engine':8} {'variant':14} {'ms':>10} {'x torch fp32':>13} {'x best torch':>13} "
-                  f"{'peak RSS MB':>12} {'RSS / torch':>12}")
-            for r in results:
-                print(f"  {r['engine']:8} {r['variant']:14} {r['ms']:10.1f} {r['speedup_vs_torch_fp32']:13.2f} "
-                      f"{r['speedup_vs_best_torch']:13.2f} {r['peak_rss_mb']:12.0f} {r['rss_vs_torch_fp32']:12.2f}")
+            print_table(f"{shape} (batch 1, {args.threads} threads, median of {args.runs})", results)
     if args.json:
         print(json.dumps(report, indent=2))
 
