@@ -1,4 +1,7 @@
-"""Converts a diffusers UNet2DConditionModel folder into a cutecpp bundle (docs/bundle-format.md).
+"""Converts diffusers model folders into one cutecpp bundle (docs/bundle-format.md).
+
+A UNet2DConditionModel folder becomes the `unet` component, an AutoencoderTiny folder the
+`tiny_decoder` and an AutoencoderKL folder the `vae_decoder` (the decoder halves only).
 
 Everything the C++ loader would later refuse is refused here first, with the key
 or tensor named, and the written file is loaded back with the real loader before
@@ -13,6 +16,7 @@ import json
 import math
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from .model import Model
 
 Q = GGMLQuantizationType
 U32, STR, BOOL, ARR = GGUFValueType.UINT32, GGUFValueType.STRING, GGUFValueType.BOOL, GGUFValueType.ARRAY
+F32 = GGUFValueType.FLOAT32
 KeyValues = dict[str, tuple[GGUFValueType, Any, GGUFValueType | None]]
 
 DTYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
@@ -174,22 +179,31 @@ UP_BLOCKS = {"CrossAttnUpBlock2D", "UpBlock2D"}
 MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
 
 
-def unet_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The full settings of a diffusers UNet config.json, defaults filled in; refuses what cutecpp lacks.
+def _settings(config: dict[str, Any], class_name: str, defaults: dict[str, Any], fixed: set[str],
+              also_known: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The full settings of a diffusers config.json of `class_name`, defaults filled in.
 
-    Unknown keys are refused too: a key from a newer diffusers may select a feature that
-    this converter would otherwise silently drop.
+    Refuses another class, unknown keys (a key from a newer diffusers may select a feature
+    that this converter would otherwise silently drop) and a `fixed` key away from its
+    default. `also_known` are keys diffusers writes beyond the constructor's (ignored).
     """
-    if config.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
-        raise ConvertError(f"_class_name = {config['_class_name']!r}: expected a UNet2DConditionModel config")
-    unknown = sorted(k for k in config if not k.startswith("_") and k not in UNET_DEFAULTS)
+    if config.get("_class_name", class_name) != class_name:
+        article = "an" if class_name[0] in "AEIOU" else "a"
+        raise ConvertError(f"_class_name = {config['_class_name']!r}: expected {article} {class_name} config")
+    unknown = sorted(k for k in config if not k.startswith("_") and k not in defaults and k not in also_known)
     if unknown:
-        raise ConvertError(f"unknown UNet2DConditionModel setting(s) {', '.join(unknown)}")
-    settings = {**UNET_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")}}
-    for key in sorted(UNET_FIXED):
-        if _canonical(key, settings[key]) != UNET_DEFAULTS[key]:
+        raise ConvertError(f"unknown {class_name} setting(s) {', '.join(unknown)}")
+    settings = {**defaults, **{k: v for k, v in config.items() if not k.startswith("_")}}
+    for key in sorted(fixed):
+        if _canonical(key, settings[key]) != defaults[key]:
             raise ConvertError(f"{key} = {settings[key]!r} is not supported by cutecpp "
-                               f"(only the diffusers default {UNET_DEFAULTS[key]!r})")
+                               f"(only the diffusers default {defaults[key]!r})")
+    return settings
+
+
+def unet_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The full settings of a diffusers UNet config.json, defaults filled in; refuses what cutecpp lacks."""
+    settings = _settings(config, "UNet2DConditionModel", UNET_DEFAULTS, UNET_FIXED)
     _check_blocks(settings)
     return settings
 
@@ -239,12 +253,98 @@ def unet_keys(config: dict[str, Any]) -> KeyValues:
         p + "num_attention_heads": (ARR, _u32_list(heads_key, heads), U32),
         p + "cross_attention_dim": (U32, _u32("cross_attention_dim", cross_dim), None),
         p + "norm_num_groups": (U32, _u32("norm_num_groups", s["norm_num_groups"]), None),
-        p + "norm_eps": (GGUFValueType.FLOAT32, _number("norm_eps", s["norm_eps"]), None),
+        p + "norm_eps": (F32, _number("norm_eps", s["norm_eps"]), None),
         p + "use_linear_projection": (BOOL, _bool("use_linear_projection", s["use_linear_projection"]), None),
         p + "flip_sin_to_cos": (BOOL, _bool("flip_sin_to_cos", s["flip_sin_to_cos"]), None),
         p + "freq_shift": (U32, _u32("freq_shift", s["freq_shift"]), None),
         p + "transformer_layers_per_block": (U32, 1, None),  # _check_blocks allows nothing else
         p + "sample_size": (U32, _u32("sample_size", s["sample_size"]), None),
+    }
+
+
+# --- the decoder configs ------------------------------------------------------------------------
+
+# AutoencoderTiny.__init__ defaults in diffusers 0.42 (checked by the tests).
+TINY_DEFAULTS: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "encoder_block_out_channels": [64, 64, 64, 64],
+    "decoder_block_out_channels": [64, 64, 64, 64], "act_fn": "relu", "upsample_fn": "nearest",
+    "latent_channels": 4, "upsampling_scaling_factor": 2, "num_encoder_blocks": [1, 3, 3, 3],
+    "num_decoder_blocks": [3, 3, 3, 1], "latent_magnitude": 3, "latent_shift": 0.5, "force_upcast": False,
+    "scaling_factor": 1.0, "shift_factor": 0.0,
+}
+# AutoencoderTiny registers a copy of decoder_block_out_channels as block_out_channels; the
+# encoder's settings, latent_magnitude/latent_shift (only its scale_latents helper) and
+# force_upcast (a pipeline precision hint) do not change the decoder, so any value is accepted.
+TINY_ALSO_KNOWN = frozenset({"block_out_channels"})
+# The C++ decoder implements only the default activation and upsampling.
+TINY_FIXED = {"act_fn", "upsample_fn"}
+
+# AutoencoderKL.__init__ defaults in diffusers 0.42 (checked by the tests).
+VAE_DEFAULTS: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"],
+    "up_block_types": ["UpDecoderBlock2D"], "block_out_channels": [64], "layers_per_block": 1, "act_fn": "silu",
+    "latent_channels": 4, "norm_num_groups": 32, "sample_size": 32, "scaling_factor": 0.18215,
+    "shift_factor": None, "latents_mean": None, "latents_std": None, "force_upcast": True, "use_quant_conv": True,
+    "use_post_quant_conv": True, "mid_block_add_attention": True,
+}
+# Selects what the C++ decoder does not implement unless left at its default: another activation,
+# per-channel latent statistics (applied by some pipelines instead of scaling_factor) and a
+# missing post_quant_conv.
+# The encoder's settings (in_channels, down_block_types, use_quant_conv), sample_size (tiling
+# only) and force_upcast (a precision hint) do not change the decoder, so any value is accepted.
+VAE_FIXED = {"act_fn", "latents_mean", "latents_std", "use_post_quant_conv"}
+VAE_UP_BLOCK = "UpDecoderBlock2D"
+
+
+def tiny_decoder_keys(config: dict[str, Any]) -> KeyValues:
+    """The cutecpp.tiny_decoder.* keys for a diffusers AutoencoderTiny config.json dict."""
+    s = _settings(config, "AutoencoderTiny", TINY_DEFAULTS, TINY_FIXED, TINY_ALSO_KNOWN)
+    channels = _u32_list("decoder_block_out_channels", s["decoder_block_out_channels"])
+    blocks = _u32_list("num_decoder_blocks", s["num_decoder_blocks"])
+    if len(blocks) != len(channels):
+        raise ConvertError(f"num_decoder_blocks = {s['num_decoder_blocks']!r}: needs one entry per "
+                           f"decoder_block_out_channels entry ({len(channels)})")
+    if any(c != channels[0] for c in channels):
+        raise ConvertError(f"decoder_block_out_channels = {s['decoder_block_out_channels']!r}: cutecpp (like "
+                           "diffusers' DecoderTiny at run time) needs one channel count repeated")
+    p = "cutecpp.tiny_decoder."
+    return {
+        p + "latent_channels": (U32, _u32("latent_channels", s["latent_channels"]), None),
+        p + "out_channels": (U32, _u32("out_channels", s["out_channels"]), None),
+        p + "block_out_channels": (ARR, channels, U32),
+        p + "num_blocks": (ARR, blocks, U32),
+        p + "upsampling_scaling_factor": (U32, _u32("upsampling_scaling_factor", s["upsampling_scaling_factor"]),
+                                          None),
+        p + "act_fn": (STR, s["act_fn"], None),
+        p + "upsample_fn": (STR, s["upsample_fn"], None),
+        p + "scaling_factor": (F32, _number("scaling_factor", s["scaling_factor"]), None),
+        p + "shift_factor": (F32, _number("shift_factor", s["shift_factor"]), None),
+    }
+
+
+def vae_decoder_keys(config: dict[str, Any]) -> KeyValues:
+    """The cutecpp.vae_decoder.* keys for a diffusers AutoencoderKL config.json dict (the decoder half)."""
+    s = _settings(config, "AutoencoderKL", VAE_DEFAULTS, VAE_FIXED)
+    channels = _u32_list("block_out_channels", s["block_out_channels"])
+    up = _list("up_block_types", s["up_block_types"])
+    if any(block != VAE_UP_BLOCK for block in up):
+        raise ConvertError(f"up_block_types = {s['up_block_types']!r} is not supported by cutecpp "
+                           f"(only {VAE_UP_BLOCK})")
+    if len(up) != len(channels):
+        raise ConvertError(f"up_block_types = {s['up_block_types']!r}: needs one entry per "
+                           f"block_out_channels entry ({len(channels)})")
+    shift = 0.0 if s["shift_factor"] is None else _number("shift_factor", s["shift_factor"])
+    p = "cutecpp.vae_decoder."
+    return {
+        p + "latent_channels": (U32, _u32("latent_channels", s["latent_channels"]), None),
+        p + "out_channels": (U32, _u32("out_channels", s["out_channels"]), None),
+        p + "block_out_channels": (ARR, channels, U32),
+        p + "layers_per_block": (U32, _u32("layers_per_block", s["layers_per_block"]), None),
+        p + "norm_num_groups": (U32, _u32("norm_num_groups", s["norm_num_groups"]), None),
+        p + "act_fn": (STR, "silu", None),
+        p + "mid_block_add_attention": (BOOL, _bool("mid_block_add_attention", s["mid_block_add_attention"]), None),
+        p + "scaling_factor": (F32, _number("scaling_factor", s["scaling_factor"]), None),
+        p + "shift_factor": (F32, shift, None),
     }
 
 
@@ -357,11 +457,11 @@ class _Planned:
         return quantize(self.array.astype(np.float32), self.qtype)
 
 
-def _plan(weights: dict[str, np.ndarray], dtype: str, path: Path) -> list[_Planned]:
+def _plan(component: str, weights: dict[str, np.ndarray], dtype: str, path: Path) -> list[_Planned]:
     plan = []
     for source, array in weights.items():
         try:
-            name = tensor_name("unet", source)
+            name = tensor_name(component, source)
         except ValueError as exc:
             raise ConvertError(f"{path}: {exc}") from None
         plan.append(_Planned(name, output_type(array.shape, dtype), array, f"{path}: tensor {source!r}"))
@@ -464,12 +564,59 @@ def _write_verified(out: Path, keys: KeyValues, plan: list[_Planned]) -> None:
         temp.unlink(missing_ok=True)
 
 
-# --- the diffusers folder ----------------------------------------------------------------------
+# --- the diffusers folders ---------------------------------------------------------------------
 
 
-def _unet_files(folder: Path) -> tuple[Path, Path]:
-    """config.json and the safetensors checkpoint of a diffusers UNet folder, with advice when absent."""
-    hint = "expected a diffusers UNet folder such as <model>/unet"
+@dataclass(frozen=True)
+class _Part:
+    """How one diffusers model folder becomes one bundle component."""
+
+    hint: str                                   # what the folder should be, for messages
+    keys: Callable[[dict[str, Any]], KeyValues]  # config.json -> cutecpp.<component>.* keys
+    keep: tuple[str, ...]                        # checkpoint name prefixes stored ("" = everything)
+    drop: tuple[str, ...] = ()                   # prefixes left out (the encoder half); others are refused
+
+
+PARTS = {
+    "unet": _Part("expected a diffusers UNet folder such as <model>/unet", unet_keys, ("",)),
+    "tiny_decoder": _Part("expected a diffusers AutoencoderTiny folder such as taesd", tiny_decoder_keys,
+                          ("decoder.",), ("encoder.",)),
+    "vae_decoder": _Part("expected a diffusers AutoencoderKL folder such as <model>/vae", vae_decoder_keys,
+                         ("decoder.", "post_quant_conv."), ("encoder.", "quant_conv.")),
+}
+
+# Checkpoints saved before diffusers 0.14 name the VAE's attention layers the old way; diffusers
+# renames them on load (ModelMixin._fix_state_dict_keys_on_load), and so does the converter.
+_OLD_ATTENTION = "decoder.mid_block.attentions.0."
+_OLD_ATTENTION_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def _modern_name(name: str) -> str:
+    if name.startswith(_OLD_ATTENTION):
+        layer, _, param = name[len(_OLD_ATTENTION):].partition(".")
+        if layer in _OLD_ATTENTION_NAMES:
+            return f"{_OLD_ATTENTION}{_OLD_ATTENTION_NAMES[layer]}.{param}"
+    return name
+
+
+def _select(component: str, weights: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """The tensors of `weights` the component stores, under their current diffusers names."""
+    part = PARTS[component]
+    kept: dict[str, np.ndarray] = {}
+    for source, array in weights.items():
+        if source.startswith(part.keep):
+            name = _modern_name(source) if component == "vae_decoder" else source
+            if name in kept:
+                raise ConvertError(f"{path}: tensor {source!r} and {name!r} are the same weight under its old "
+                                   "and new name")
+            kept[name] = array
+        elif not source.startswith(part.drop):
+            raise ConvertError(f"{path}: unexpected tensor {source!r} ({part.hint})")
+    return kept
+
+
+def _model_files(folder: Path, hint: str) -> tuple[Path, Path]:
+    """config.json and the safetensors checkpoint of a diffusers model folder, with advice when absent."""
     if not folder.is_dir():
         raise ConvertError(f"{folder}: no such directory ({hint})")
     config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -482,7 +629,7 @@ def _unet_files(folder: Path) -> tuple[Path, Path]:
     return config, weights
 
 
-def _read_unet_keys(path: Path) -> KeyValues:
+def _read_keys(path: Path, keys: Callable[[dict[str, Any]], KeyValues]) -> KeyValues:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:  # JSON or UTF-8 decoding
@@ -490,19 +637,42 @@ def _read_unet_keys(path: Path) -> KeyValues:
     if not isinstance(config, dict):
         raise ConvertError(f"{path}: not a JSON object")
     try:
-        return unet_keys(config)
+        return keys(config)
     except ConvertError as exc:
         raise ConvertError(f"{path}: {exc}") from None
+
+
+def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
+            unet: str | os.PathLike[str] | None = None, tiny_decoder: str | os.PathLike[str] | None = None,
+            vae: str | os.PathLike[str] | None = None, name: str | None = None,
+            license: str | None = None) -> Summary:
+    """Converts diffusers model folders into one bundle at `out_path`, one component per folder given.
+
+    unet: a UNet2DConditionModel folder (component `unet`); tiny_decoder: an AutoencoderTiny
+    folder (`tiny_decoder`, decoder half only); vae: an AutoencoderKL folder (`vae_decoder`:
+    post_quant_conv and the decoder). Each folder holds config.json and
+    diffusion_pytorch_model.safetensors. The bundle is loaded back before it replaces `out_path`.
+    """
+    if dtype not in DTYPES:
+        raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    folders = {"unet": unet, "tiny_decoder": tiny_decoder, "vae_decoder": vae}
+    given = {component: Path(folder) for component, folder in folders.items() if folder is not None}
+    if not given:
+        raise ConvertError("nothing to convert: give a UNet, tiny decoder or VAE folder (at least one)")
+    out = Path(out_path)
+    keys = header_keys(model_id, list(given), name, license)
+    weights: dict[str, Path] = {}
+    for component, folder in given.items():  # every config first: a refusal comes before any reading
+        config_path, weights[component] = _model_files(folder, PARTS[component].hint)
+        keys.update(_read_keys(config_path, PARTS[component].keys))
+    plan: list[_Planned] = []
+    for component, path in weights.items():
+        plan += _plan(component, _select(component, read_safetensors(path), path), dtype, path)
+    _write_verified(out, keys, plan)
+    return _summarize(out, dtype, plan)
 
 
 def convert_unet(folder: str | os.PathLike[str], out_path: str | os.PathLike[str], dtype: str, model_id: str,
                  name: str | None = None, license: str | None = None) -> Summary:
     """Converts a diffusers UNet2DConditionModel folder into a one-component bundle at `out_path`."""
-    if dtype not in DTYPES:
-        raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    folder, out = Path(folder), Path(out_path)
-    config_path, weights_path = _unet_files(folder)
-    keys = {**header_keys(model_id, ["unet"], name, license), **_read_unet_keys(config_path)}
-    plan = _plan(read_safetensors(weights_path), dtype, weights_path)
-    _write_verified(out, keys, plan)
-    return _summarize(out, dtype, plan)
+    return convert(out_path, dtype, model_id, unet=folder, name=name, license=license)

@@ -107,3 +107,23 @@ class Context:
         check(lib.cutecpp_tiny_decode(self._handle, ffi.from_buffer("float[]", latents), n, h, w,
                                       ffi.from_buffer("float[]", out, require_writable=True)))
         return out
+
+    def vae_decode(self, latents: np.ndarray) -> np.ndarray:
+        """SD VAE (AutoencoderKL) decoder: latents [n, C, h, w] as the UNet produced them -> image [n, 3, 8h, 8w].
+
+        The decoder first computes latents / scaling_factor + shift_factor (as diffusers pipelines
+        do before vae.decode); the image is about [-1, 1], not clamped. The factor 8 is
+        2 ** (levels - 1) in general.
+        """
+        dec = self._model.info["config"]["components"].get("vae_decoder")
+        if dec is None:
+            raise ValueError("the model has no vae_decoder")
+        latents = np.ascontiguousarray(latents, dtype=np.float32)
+        if latents.ndim != 4 or latents.shape[1] != dec["latent_channels"]:
+            raise ValueError(f"expected latents [n, {dec['latent_channels']}, h, w], got {latents.shape}")
+        n, _, h, w = latents.shape
+        f = 2 ** (len(dec["block_out_channels"]) - 1)
+        out = np.empty((n, dec["out_channels"], h * f, w * f), dtype=np.float32)
+        check(lib.cutecpp_vae_decode(self._handle, ffi.from_buffer("float[]", latents), n, h, w,
+                                     ffi.from_buffer("float[]", out, require_writable=True)))
+        return out

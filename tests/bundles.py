@@ -16,7 +16,7 @@ import numpy as np
 from gguf import GGUFValueType, GGUFWriter
 
 from cutecpp.bundle import tensor_name
-from cutecpp.convert import header_keys, unet_keys
+from cutecpp.convert import header_keys, tiny_decoder_keys, unet_keys, vae_decoder_keys
 
 # Small diffusers UNet2DConditionModel configs covering the supported family.
 UNET_CONFIGS: dict[str, dict[str, Any]] = {
@@ -48,6 +48,27 @@ UNET_CONFIGS: dict[str, dict[str, Any]] = {
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=24, norm_num_groups=8, attention_head_dim=2, use_linear_projection=True,
     ),
+}
+
+
+# diffusers AutoencoderTiny configs: the TAESD layout (4 stages) shrunk, and a
+# cute-mini-like one: 16 latent channels, 5 stages (x16 upsampling).
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "taesd": dict(latent_channels=4, decoder_block_out_channels=(8, 8, 8, 8), num_decoder_blocks=(3, 3, 3, 1),
+                  encoder_block_out_channels=(8, 8, 8, 8), num_encoder_blocks=(1, 3, 3, 3)),
+    "x16": dict(latent_channels=16, decoder_block_out_channels=(8,) * 5, num_decoder_blocks=(1, 1, 1, 1, 1),
+                encoder_block_out_channels=(8,) * 5, num_encoder_blocks=(1, 1, 1, 1, 1)),
+}
+
+# diffusers AutoencoderKL configs: the SD VAE layout shrunk (mid-block attention, x2), and a
+# 16-channel latent with three levels (x4), no mid-block attention, a shift factor, three
+# resnets per up block and a channel change inside the up path.
+VAE_CONFIGS: dict[str, dict[str, Any]] = {
+    "sd": dict(latent_channels=4, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+               down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2),
+    "latent16": dict(latent_channels=16, block_out_channels=(8, 16, 16), layers_per_block=2, norm_num_groups=4,
+                     down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                     mid_block_add_attention=False, scaling_factor=0.3611, shift_factor=0.1159),
 }
 
 
@@ -94,4 +115,53 @@ def unet_bundle(name: str = "micro", seed: int = 0, f16: bool = False) -> Bundle
         if f16 and array.ndim > 1:
             array = array.astype(np.float16)
         b.tensors[tensor_name("unet", key)] = array
+    return b
+
+
+def make_tiny(name: str, seed: int = 0):
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    return AutoencoderTiny(**TINY_CONFIGS[name]).eval()
+
+
+def make_kl(name: str, seed: int = 0):
+    """An AutoencoderKL whose norm weights and biases are random too (diffusers starts them at 1 and 0)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**VAE_CONFIGS[name]).eval()
+    with torch.no_grad():
+        for param in vae.parameters():
+            if param.ndim == 1:
+                param.add_(0.2 * torch.randn_like(param))
+    return vae
+
+
+def decoder_state(model, keep: tuple[str, ...] = ("decoder.",)) -> dict[str, np.ndarray]:
+    """The state-dict entries a decoder component stores, as float32 numpy arrays."""
+    return {k: t.detach().numpy().astype(np.float32) for k, t in model.state_dict().items() if k.startswith(keep)}
+
+
+def tiny_decoder_bundle(name: str = "taesd", seed: int = 0) -> Bundle:
+    """A valid bundle holding the decoder of the diffusers AutoencoderTiny `name`."""
+    vae = make_tiny(name, seed)
+    b = Bundle()
+    b.kv.update(header_keys(f"test-tiny-{name}-{seed}", ["tiny_decoder"]))
+    b.kv.update(tiny_decoder_keys(dict(vae.config)))
+    for key, array in decoder_state(vae).items():
+        b.tensors[tensor_name("tiny_decoder", key)] = array
+    return b
+
+
+def vae_decoder_bundle(name: str = "sd", seed: int = 0) -> Bundle:
+    """A valid bundle holding post_quant_conv and the decoder of the diffusers AutoencoderKL `name`."""
+    vae = make_kl(name, seed)
+    b = Bundle()
+    b.kv.update(header_keys(f"test-vae-{name}-{seed}", ["vae_decoder"]))
+    b.kv.update(vae_decoder_keys(dict(vae.config)))
+    for key, array in decoder_state(vae, ("decoder.", "post_quant_conv.")).items():
+        b.tensors[tensor_name("vae_decoder", key)] = array
     return b

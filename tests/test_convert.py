@@ -16,13 +16,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundles import UNET_CONFIGS, make_unet
+from bundles import UNET_CONFIGS, decoder_state, make_kl, make_tiny, make_unet
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
 import cutecpp
 from cutecpp.bundle import tensor_name
-from cutecpp.convert import UNET_DEFAULTS, ConvertError, convert_unet, read_safetensors, unet_keys
+from cutecpp.convert import (
+    TINY_DEFAULTS,
+    UNET_DEFAULTS,
+    ConvertError,
+    convert,
+    convert_unet,
+    read_safetensors,
+    tiny_decoder_keys,
+    unet_keys,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -422,3 +431,128 @@ def test_cli_one_line_error(tmp_path):
     lines = run.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'nope'}: no such directory")
 
+
+
+# --- several components in one bundle --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def decoders(tmp_path_factory):
+    """kind ("tiny" or "vae") -> (folder written by diffusers' save_pretrained, the model)."""
+    tiny, vae = make_tiny("x16"), make_kl("latent16")
+    folders = {}
+    for kind, model in (("tiny", tiny), ("vae", vae)):
+        folders[kind] = tmp_path_factory.mktemp(kind), model
+        model.save_pretrained(folders[kind][0])
+    return folders
+
+
+def test_unet_and_both_decoders_in_one_bundle(saved, decoders, tmp_path):
+    """A folder triple becomes one bundle whose three networks each match diffusers (f32)."""
+    import torch
+
+    unet_folder, unet_state = saved("latent16")
+    (tiny_folder, tiny), (vae_folder, vae) = decoders["tiny"], decoders["vae"]
+    out = tmp_path / "triple.gguf"
+    summary = convert(out, "f32", "triple", unet=unet_folder, tiny_decoder=tiny_folder, vae=vae_folder,
+                      name="Triple", license="MIT")
+    model = cutecpp.Model.load(out)
+    info = model.info
+    assert list(info["config"]["components"]) == ["unet", "tiny_decoder", "vae_decoder"]
+    stored = len(unet_state) + len(decoder_state(tiny)) + len(decoder_state(vae, ("decoder.", "post_quant_conv.")))
+    assert info["n_tensors"] == summary.n_tensors == stored
+    assert {t.name.split(".")[0] for t in GGUFReader(out).tensors} == {"unet", "tiny_decoder", "vae_decoder"}
+
+    ctx = cutecpp.Context(model, threads=2)
+    rng = np.random.default_rng(0)
+    sample = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    timesteps = np.array([500.0], np.float32)
+    context = rng.standard_normal((1, 5, 24)).astype(np.float32)
+    latents = rng.standard_normal((1, 16, 3, 4)).astype(np.float32)
+    unet = make_unet("latent16")
+    with torch.no_grad():
+        results = {
+            "unet": (ctx.unet(sample, timesteps, context),
+                     unet(*map(torch.from_numpy, (sample, timesteps, context))).sample.numpy()),
+            "tiny": (ctx.tiny_decode(latents), tiny.decode(torch.from_numpy(latents)).sample.numpy()),
+            "vae": (ctx.vae_decode(latents), vae.decode(torch.from_numpy(latents) / vae.config.scaling_factor
+                                                        + vae.config.shift_factor).sample.numpy()),
+        }
+    for what, (got, ref) in results.items():
+        assert got.shape == ref.shape, what
+        assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max(), what
+
+
+def test_tiny_defaults_are_diffusers_defaults():
+    from diffusers import AutoencoderTiny
+
+    params = inspect.signature(AutoencoderTiny.__init__).parameters
+    defaults = {k: list(p.default) if isinstance(p.default, tuple) else p.default
+                for k, p in params.items() if k != "self"}
+    assert defaults == TINY_DEFAULTS
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("act_fn", "silu"),
+    ("upsample_fn", "bilinear"),
+    ("num_decoder_blocks", [1, 1]),
+    ("decoder_block_out_channels", [8, 8, 8, 8, 16]),
+    ("_class_name", "AutoencoderKL"),
+    ("use_fancy_decoder", True),
+])
+def test_tiny_settings_refused_naming_the_key(decoders, key, value):
+    config = dict(decoders["tiny"][1].config)
+    with pytest.raises(ConvertError, match=key):
+        tiny_decoder_keys({**config, key: value})
+
+
+def test_folder_of_the_wrong_class(saved, decoders, tmp_path):
+    with pytest.raises(ConvertError, match="_class_name = 'AutoencoderTiny': expected an AutoencoderKL config"):
+        convert(tmp_path / "m.gguf", "f16", "m", vae=decoders["tiny"][0])
+    with pytest.raises(ConvertError, match="_class_name = 'UNet2DConditionModel': expected an AutoencoderTiny"):
+        convert(tmp_path / "m.gguf", "f16", "m", tiny_decoder=saved("micro")[0])
+    with pytest.raises(ConvertError, match="nothing to convert"):
+        convert(tmp_path / "m.gguf", "f16", "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_old_attention_names_renamed(tmp_path):
+    """Checkpoints from before diffusers 0.14 (query/key/value/proj_attn) convert to the same bundle."""
+    vae = make_kl("sd")  # has the mid-block attention
+    vae.save_pretrained(tmp_path / "new")
+    vae.save_pretrained(tmp_path / "old")
+    former = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    old_state = {}
+    for key, tensor in vae.state_dict().items():
+        for new, old in former.items():
+            key = key.replace(f"attentions.0.{new}.", f"attentions.0.{old}.")
+        old_state[key] = ("F32", tensor.detach().numpy())
+    assert sum(".attentions.0.proj_attn." in k for k in old_state) == 4  # the encoder's and the decoder's
+    write_safetensors(tmp_path / "old" / WEIGHTS, old_state)
+    tensors = {}
+    for kind in ("old", "new"):
+        convert(tmp_path / f"{kind}.gguf", "f32", kind, vae=tmp_path / kind)
+        tensors[kind] = {t.name: np.array(t.data) for t in GGUFReader(tmp_path / f"{kind}.gguf").tensors}
+    assert sorted(tensors["old"]) == sorted(tensors["new"])
+    for name, array in tensors["new"].items():
+        np.testing.assert_array_equal(tensors["old"][name], array, err_msg=name)
+
+
+def test_foreign_tensor_in_an_autoencoder_refused(decoders, tmp_path):
+    folder, vae = decoders["vae"]
+    broken = copy_folder(folder, tmp_path / "vae")
+    tensors = {k: ("F32", v.detach().numpy()) for k, v in vae.state_dict().items()}
+    tensors["text_model.weight"] = ("F32", np.zeros(3, np.float32))
+    write_safetensors(broken / WEIGHTS, tensors)
+    with pytest.raises(ConvertError, match="unexpected tensor 'text_model.weight' .expected a diffusers AutoencoderKL"):
+        convert(tmp_path / "m.gguf", "f16", "m", vae=broken)
+
+
+def test_cli_converts_several_folders(saved, decoders, tmp_path):
+    out = tmp_path / "three.gguf"
+    run = run_cli("--unet", str(saved("latent16")[0]), "--tiny-decoder", str(decoders["tiny"][0]),
+                  "--vae", str(decoders["vae"][0]), "-o", str(out), "--dtype", "q8_0")
+    assert run.returncode == 0, run.stderr
+    assert list(cutecpp.Model.load(out).info["config"]["components"]) == ["unet", "tiny_decoder", "vae_decoder"]
+    run = run_cli("-o", str(out))
+    assert run.returncode == 2 and "give at least one of --unet, --tiny-decoder and --vae" in run.stderr

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Converts a diffusers UNet2DConditionModel folder into a cutecpp model bundle.
+"""Converts diffusers model folders into one cutecpp model bundle.
 
-    tools/convert_diffusers.py --unet MODEL/unet -o model.gguf --dtype q8_0 --license MIT
+    tools/convert_diffusers.py --unet MODEL/unet --vae MODEL/vae --tiny-decoder TAESD \
+        -o model.gguf --dtype q8_0 --license MIT
 
-The result is loaded back with cutecpp's own loader before it is put in place, so
-a bundle this writes is one cutecpp accepts. Errors are one line on stderr, exit 1.
+Each folder given becomes one component: --unet a UNet2DConditionModel (unet),
+--tiny-decoder an AutoencoderTiny (tiny_decoder), --vae an AutoencoderKL
+(vae_decoder); of the autoencoders only the decoder half is stored. At least one
+folder is needed. The result is loaded back with cutecpp's own loader before it
+is put in place, so a bundle this writes is one cutecpp accepts. Errors are one
+line on stderr, exit 1.
 """
 
 from __future__ import annotations
@@ -14,13 +19,17 @@ import sys
 from pathlib import Path
 
 from cutecpp import CutecppError
-from cutecpp.convert import DTYPES, ConvertError, convert_unet
+from cutecpp.convert import DTYPES, ConvertError, convert
+
+FOLDER = "config.json + diffusion_pytorch_model.safetensors"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--unet", type=Path, required=True, metavar="DIR",
-                        help="diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors)")
+    parser.add_argument("--unet", type=Path, metavar="DIR", help=f"diffusers UNet folder ({FOLDER})")
+    parser.add_argument("--tiny-decoder", type=Path, metavar="DIR",
+                        help=f"diffusers AutoencoderTiny (TAESD-style) folder ({FOLDER})")
+    parser.add_argument("--vae", type=Path, metavar="DIR", help=f"diffusers AutoencoderKL folder ({FOLDER})")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.gguf", help="bundle to write")
     parser.add_argument("--dtype", choices=list(DTYPES), default="f16",
                         help="storage of tensors with 2+ dims; 1-D tensors are always f32, and q8_0/q4_0 "
@@ -28,14 +37,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-id", help="cutecpp.model_id, which cache keys use (default: the output file stem)")
     parser.add_argument("--name", help="general.name, shown by `cutecpp info --model`")
     parser.add_argument("--license", metavar="SPDX", help="general.license, e.g. MIT or CreativeML-OpenRAIL-M")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.unet is None and args.tiny_decoder is None and args.vae is None:
+        parser.error("give at least one of --unet, --tiny-decoder and --vae")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model_id = args.model_id if args.model_id is not None else args.output.stem
     try:
-        summary = convert_unet(args.unet, args.output, args.dtype, model_id, name=args.name, license=args.license)
+        summary = convert(args.output, args.dtype, model_id, unet=args.unet, tiny_decoder=args.tiny_decoder,
+                          vae=args.vae, name=args.name, license=args.license)
     except (ConvertError, CutecppError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

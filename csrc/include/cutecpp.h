@@ -109,9 +109,21 @@ CUTECPP_API cutecpp_status cutecpp_tiny_decode(struct cutecpp_context * ctx,
                                                const float * latents, int32_t n, int32_t height, int32_t width,
                                                float * out);
 
+// Decodes latents with the bundle's VAE decoder (diffusers AutoencoderKL):
+//   latents [n, latent_channels, height, width] -> out [n, out_channels, height*f, width*f]
+// with f = 2^(levels-1) (8 for SD). latents are taken as the UNet produced
+// them: the decoder first computes latents / scaling_factor + shift_factor,
+// as diffusers pipelines do before vae.decode(). Values are about [-1, 1],
+// not clamped.
+CUTECPP_API cutecpp_status cutecpp_vae_decode(struct cutecpp_context * ctx,
+                                              const float * latents, int32_t n, int32_t height, int32_t width,
+                                              float * out);
+
 // Debugging and parity tests: with tracing on, evaluations keep the output of
 // every block ("unet.conv_in", "unet.down_blocks.0", ..., "unet.mid_block",
-// "unet.up_blocks.0", ..., "unet.conv_out"); cutecpp_context_trace_get copies
+// "unet.up_blocks.0", ..., "unet.conv_out"; the decoders: "tiny_decoder.decoder.layers.<i>",
+// "vae_decoder.post_quant_conv", "vae_decoder.decoder.conv_in", "vae_decoder.decoder.mid_block",
+// "vae_decoder.decoder.up_blocks.<i>", "vae_decoder.decoder.conv_out"); cutecpp_context_trace_get copies
 // one into out (C order; shape gets [n, C, H, W]) and sets *count to its
 // element count. out may be NULL to ask for the count and shape only.
 CUTECPP_API cutecpp_status cutecpp_context_set_trace(struct cutecpp_context * ctx, bool enable);

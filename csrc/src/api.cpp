@@ -160,6 +160,14 @@ cutecpp_status cutecpp_tiny_decode(struct cutecpp_context * ctx, const float * l
     });
 }
 
+cutecpp_status cutecpp_vae_decode(struct cutecpp_context * ctx, const float * latents, int32_t n, int32_t height,
+                                  int32_t width, float * out) {
+    return guard([&] {
+        if (!ctx || !latents || !out) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_vae_decode: NULL argument");
+        ctx->vae_decode(latents, n, height, width, out);
+    });
+}
+
 cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx, const float * sample, int32_t n, int32_t height,
                                  int32_t width, const float * timesteps, const float * context, int32_t n_tokens,
                                  float * out) {

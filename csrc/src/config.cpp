@@ -116,6 +116,31 @@ TinyDecoderConfig read_tiny_decoder(const GGUFFile & f) {
     return c;
 }
 
+VaeDecoderConfig read_vae_decoder(const GGUFFile & f) {
+    const std::string p = "cutecpp.vae_decoder.";
+    VaeDecoderConfig c;
+    c.latent_channels = u32_in(f, p + "latent_channels", 1, kMaxLatentChannels);
+    c.out_channels = u32_in(f, p + "out_channels", 1, 4);
+    c.layers_per_block = u32_in(f, p + "layers_per_block", 1, kMaxLayersPerBlock);
+    c.norm_num_groups = u32_in(f, p + "norm_num_groups", 1, kMaxChannels);
+    one_of(f, p + "act_fn", {"silu"});
+    c.mid_block_add_attention = f.get_bool(p + "mid_block_add_attention");
+    c.scaling_factor = f.get_f32(p + "scaling_factor");
+    c.shift_factor = f.get_f32(p + "shift_factor");
+    if (!(c.scaling_factor > 0.0f && c.scaling_factor < 1000.0f)) bad_value(p + "scaling_factor", "must be in (0, 1000)");
+    if (!(c.shift_factor > -1000.0f && c.shift_factor < 1000.0f)) bad_value(p + "shift_factor", "must be in (-1000, 1000)");
+    c.block_out_channels = f.get_u32_array(p + "block_out_channels");
+    const size_t n = c.block_out_channels.size();
+    if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " levels, got " + std::to_string(n));
+    for (size_t i = 0; i < n; ++i) {
+        const uint32_t ch = c.block_out_channels[i];
+        const std::string at = " at level " + std::to_string(i);
+        if (ch < 1 || ch > kMaxChannels) bad_value(p + "block_out_channels", "channel count " + std::to_string(ch) + at + " is outside [1, " + std::to_string(kMaxChannels) + "]");
+        if (ch % c.norm_num_groups != 0) bad_value(p + "block_out_channels", "channel count " + std::to_string(ch) + at + " is not divisible by norm_num_groups " + std::to_string(c.norm_num_groups));
+    }
+    return c;
+}
+
 }  // namespace
 
 uint32_t TinyDecoderConfig::upscale() const {
@@ -150,8 +175,10 @@ BundleConfig read_config(const GGUFFile & f) {
             c.unet = read_unet(f);
         } else if (comp == "tiny_decoder") {
             c.tiny_decoder = read_tiny_decoder(f);
+        } else if (comp == "vae_decoder") {
+            c.vae_decoder = read_vae_decoder(f);
         } else {
-            bad_value("cutecpp.components", "unknown component '" + comp + "' (supported: unet, tiny_decoder)");
+            bad_value("cutecpp.components", "unknown component '" + comp + "' (supported: unet, tiny_decoder, vae_decoder)");
         }
     }
 
@@ -170,6 +197,7 @@ TensorShapes expected_tensors(const BundleConfig & config) {
     TensorShapes out;
     if (config.unet) add_unet_tensors(*config.unet, "unet.", out);
     if (config.tiny_decoder) add_tiny_decoder_tensors(*config.tiny_decoder, "tiny_decoder.", out);
+    if (config.vae_decoder) add_vae_decoder_tensors(*config.vae_decoder, "vae_decoder.", out);
     return out;
 }
 
@@ -209,6 +237,20 @@ std::string config_json(const BundleConfig & c) {
             {"upsampling_scaling_factor", u(d.upsampling_scaling_factor)},
             {"act_fn", str("relu")},
             {"upsample_fn", str("nearest")},
+            {"scaling_factor", num(d.scaling_factor)},
+            {"shift_factor", num(d.shift_factor)},
+        }));
+    }
+    if (c.vae_decoder) {
+        const VaeDecoderConfig & d = *c.vae_decoder;
+        comps.emplace_back("vae_decoder", object({
+            {"latent_channels", u(d.latent_channels)},
+            {"out_channels", u(d.out_channels)},
+            {"block_out_channels", array(d.block_out_channels, u)},
+            {"layers_per_block", u(d.layers_per_block)},
+            {"norm_num_groups", u(d.norm_num_groups)},
+            {"act_fn", str("silu")},
+            {"mid_block_add_attention", d.mid_block_add_attention ? "true" : "false"},
             {"scaling_factor", num(d.scaling_factor)},
             {"shift_factor", num(d.shift_factor)},
         }));

@@ -51,6 +51,23 @@ struct TinyDecoderConfig {
     uint32_t upscale() const;  // total: factor ^ (stages - 1)
 };
 
+// The decoder half of a diffusers AutoencoderKL (the SD VAE): post_quant_conv,
+// conv_in, a mid block (ResNet, optional single-head attention, ResNet), one
+// UpDecoderBlock2D per level (channels reversed, layers_per_block + 1 ResNets,
+// nearest x2 upsampling and a conv except on the last), GroupNorm, SiLU, conv_out.
+struct VaeDecoderConfig {
+    uint32_t latent_channels = 0;
+    uint32_t out_channels = 0;
+    std::vector<uint32_t> block_out_channels;  // encoder order: the decoder runs them reversed
+    uint32_t layers_per_block = 0;
+    uint32_t norm_num_groups = 0;
+    bool mid_block_add_attention = true;
+    float scaling_factor = 1.0f;  // the decoder sees latents / scaling_factor + shift_factor
+    float shift_factor = 0.0f;
+
+    uint32_t upscale() const { return 1u << (block_out_channels.size() - 1); }
+};
+
 struct BundleConfig {
     uint32_t format_version = 0;
     std::string model_id;
@@ -59,6 +76,7 @@ struct BundleConfig {
     std::vector<std::string> components;
     std::optional<UnetConfig> unet;
     std::optional<TinyDecoderConfig> tiny_decoder;
+    std::optional<VaeDecoderConfig> vae_decoder;
 };
 
 // Reads and validates every cutecpp.* key; an unknown cutecpp.* key, a
@@ -74,6 +92,7 @@ using TensorShapes = std::map<std::string, Shape>;
 TensorShapes expected_tensors(const BundleConfig & config);
 void add_unet_tensors(const UnetConfig & c, const std::string & prefix, TensorShapes & out);
 void add_tiny_decoder_tensors(const TinyDecoderConfig & c, const std::string & prefix, TensorShapes & out);
+void add_vae_decoder_tensors(const VaeDecoderConfig & c, const std::string & prefix, TensorShapes & out);
 
 std::string config_json(const BundleConfig & config);
 

@@ -3,6 +3,7 @@
 #include "error.h"
 #include "tiny_decoder.h"
 #include "unet.h"
+#include "vae_decoder.h"
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -43,6 +44,7 @@ cutecpp_context::cutecpp_context(const cutecpp_model & m, int threads) : model(m
 cutecpp_context::~cutecpp_context() {
     release(unet_);
     release(tiny_);
+    release(vae_);
     ggml_backend_free(backend_);
 }
 
@@ -167,6 +169,20 @@ void cutecpp_context::tiny_decode(const float * latents, int n, int h, int w, fl
         return build_tiny_decoder(ctx, model, in[0], blocks);
     });
     run(tiny_, {latents}, out);
+}
+
+void cutecpp_context::vae_decode(const float * latents, int n, int h, int w, float * out) {
+    if (!model.config.vae_decoder) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no vae_decoder component");
+    const VaeDecoderConfig & c = *model.config.vae_decoder;
+    check_batch_and_side(n, h, w, 1);
+    if (static_cast<int64_t>(h) * c.upscale() > 4096 || static_cast<int64_t>(w) * c.upscale() > 4096) {
+        fail(CUTECPP_ERR_INVALID_ARGUMENT, "decoded image would exceed 4096 pixels per side");
+    }
+    plan(vae_, {n, h, w}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
+        in = {ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w, h, c.latent_channels, n)};
+        return build_vae_decoder(ctx, model, in[0], blocks);
+    });
+    run(vae_, {latents}, out);
 }
 
 size_t cutecpp_context::trace_get(const std::string & name, float * out, size_t capacity, int64_t shape[4]) const {

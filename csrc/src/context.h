@@ -25,6 +25,9 @@ struct cutecpp_context {
                    float * out);
     // latents [n, C, h, w] (as the UNet sees them) -> image [n, 3, h*f, w*f] in [-1, 1].
     void tiny_decode(const float * latents, int n, int h, int w, float * out);
+    // latents [n, C, h, w] (as the UNet produced them) -> image [n, 3, h*f, w*f], about [-1, 1]
+    // (not clamped): the SD VAE decoder, after latents / scaling_factor + shift_factor.
+    void vae_decode(const float * latents, int n, int h, int w, float * out);
 
     // Keep each block's output of the next evaluations for trace_get().
     void set_trace(bool enable) { trace_ = enable; }
@@ -57,6 +60,7 @@ private:
     ggml_backend * backend_ = nullptr;
     Planned unet_;
     Planned tiny_;
+    Planned vae_;
     const Planned * last_ = nullptr;  // the last evaluation, if it was traced
     bool trace_ = false;
     bool profile_ = false;  // CUTECPP_PROFILE set: time each node

@@ -1,0 +1,120 @@
+// Mirrors diffusers' AutoencoderKL decode path: post_quant_conv (1x1), then
+// Decoder: conv_in, UNetMidBlock2D (ResnetBlock2D, Attention, ResnetBlock2D,
+// no time embedding), UpDecoderBlock2D per level (channels reversed,
+// layers_per_block + 1 resnets, Upsample2D with conv except on the last),
+// conv_norm_out (GroupNorm), SiLU, conv_out. Every GroupNorm uses eps 1e-6.
+#include "vae_decoder.h"
+
+#include "blocks.h"
+
+#include "ggml.h"
+
+#include <string>
+
+namespace cutecpp {
+
+namespace {
+
+constexpr float kEps = 1e-6f;  // diffusers fixes resnet_eps and the norms' eps for the VAE
+
+// Walks the decode path in execution order. Names are the AutoencoderKL
+// state-dict prefixes ("decoder.up_blocks.1.resnets.0"). Visitor:
+// conv(name, in, out, kernel), resnet(name, in, out), attention(name, channels),
+// upsample(name, channels) (nearest x2, then the 3x3 conv `name`.conv),
+// norm_act(name, channels) (GroupNorm + SiLU), end(block name).
+template <typename Visitor>
+void walk(const VaeDecoderConfig & c, Visitor && v) {
+    const size_t levels = c.block_out_channels.size();
+    const int64_t top = c.block_out_channels[levels - 1];
+    v.conv("post_quant_conv", c.latent_channels, c.latent_channels, 1);
+    v.end("post_quant_conv");
+    v.conv("decoder.conv_in", c.latent_channels, top, 3);
+    v.end("decoder.conv_in");
+    v.resnet("decoder.mid_block.resnets.0", top, top);
+    if (c.mid_block_add_attention) v.attention("decoder.mid_block.attentions.0", top);
+    v.resnet("decoder.mid_block.resnets.1", top, top);
+    v.end("decoder.mid_block");
+    int64_t prev = top;
+    for (size_t i = 0; i < levels; ++i) {
+        const std::string b = "decoder.up_blocks." + std::to_string(i);
+        const int64_t ch = c.block_out_channels[levels - 1 - i];
+        for (uint32_t j = 0; j <= c.layers_per_block; ++j) {
+            v.resnet(b + ".resnets." + std::to_string(j), j == 0 ? prev : ch, ch);
+        }
+        if (i + 1 < levels) v.upsample(b + ".upsamplers.0", ch);
+        v.end(b);
+        prev = ch;
+    }
+    v.norm_act("decoder.conv_norm_out", c.block_out_channels[0]);
+    v.conv("decoder.conv_out", c.block_out_channels[0], c.out_channels, 3);
+    v.end("decoder.conv_out");
+}
+
+}  // namespace
+
+void add_vae_decoder_tensors(const VaeDecoderConfig & c, const std::string & prefix, TensorShapes & out) {
+    struct Inventory {
+        const std::string & prefix;
+        TensorShapes & out;
+        void affine(const std::string & p, int64_t ch) {
+            out[prefix + p + ".weight"] = {ch};
+            out[prefix + p + ".bias"] = {ch};
+        }
+        void conv(const std::string & p, int64_t in, int64_t o, int64_t k) {
+            out[prefix + p + ".weight"] = {o, in, k, k};
+            out[prefix + p + ".bias"] = {o};
+        }
+        void linear(const std::string & p, int64_t in, int64_t o) {
+            out[prefix + p + ".weight"] = {o, in};
+            out[prefix + p + ".bias"] = {o};
+        }
+        // ResnetBlock2D without time embedding; 1x1 conv_shortcut when the channels change.
+        void resnet(const std::string & p, int64_t in, int64_t o) {
+            affine(p + ".norm1", in);
+            conv(p + ".conv1", in, o, 3);
+            affine(p + ".norm2", o);
+            conv(p + ".conv2", o, o, 3);
+            if (in != o) conv(p + ".conv_shortcut", in, o, 1);
+        }
+        // Attention with group_norm, biased q/k/v and to_out.0.
+        void attention(const std::string & p, int64_t ch) {
+            affine(p + ".group_norm", ch);
+            for (const char * l : {".to_q", ".to_k", ".to_v", ".to_out.0"}) linear(p + l, ch, ch);
+        }
+        void upsample(const std::string & p, int64_t ch) { conv(p + ".conv", ch, ch, 3); }
+        void norm_act(const std::string & p, int64_t ch) { affine(p, ch); }
+        void end(const std::string &) {}
+    } inventory{prefix, out};
+    walk(c, inventory);
+}
+
+ggml_tensor * build_vae_decoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * latents,
+                                std::vector<ggml_tensor *> & blocks) {
+    const VaeDecoderConfig & c = *model.config.vae_decoder;
+    struct Graph {
+        ggml_context * ctx;
+        Blocks nn;
+        int groups;
+        ggml_tensor * x;
+        std::vector<ggml_tensor *> & blocks;
+        static std::string at(const std::string & p) { return "vae_decoder." + p; }
+        void conv(const std::string & p, int64_t, int64_t, int64_t k) {
+            x = nn.conv2d(x, at(p), 1, static_cast<int>(k / 2));
+        }
+        void resnet(const std::string & p, int64_t, int64_t) { x = nn.resnet_plain(x, at(p), groups, kEps); }
+        void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kEps); }
+        void upsample(const std::string & p, int64_t) { x = nn.conv2d(nn.upsample_nearest(x, 2), at(p) + ".conv"); }
+        void norm_act(const std::string & p, int64_t) { x = ggml_silu(ctx, nn.group_norm(x, at(p), groups, kEps)); }
+        void end(const std::string & p) {
+            ggml_set_name(x, at(p).c_str());
+            blocks.push_back(x);
+        }
+    };
+    // What diffusers pipelines do before vae.decode(): undo the latent scaling.
+    ggml_tensor * x = ggml_scale_bias(ctx, latents, 1.0f / c.scaling_factor, c.shift_factor);
+    Graph g{ctx, Blocks{ctx, model}, static_cast<int>(c.norm_num_groups), x, blocks};
+    walk(c, g);
+    return g.x;
+}
+
+}  // namespace cutecpp
