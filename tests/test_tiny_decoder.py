@@ -53,3 +53,17 @@ def test_unequal_stage_channels_refused(tmp_path):
     b.set("cutecpp.tiny_decoder.block_out_channels", GGUFValueType.ARRAY, [8, 8, 8, 16], GGUFValueType.UINT32)
     with pytest.raises(cutecpp.UnsupportedError, match="repeated"):
         cutecpp.Model.load(b.write(tmp_path / "bad.gguf"))
+
+
+def test_latent_scaling_is_undone_before_decoding(tmp_path):
+    """Like vae_decode, tiny_decode takes latents as the UNet produced them."""
+    vae = make_tiny("taesd")
+    bundle = tiny_decoder_bundle("taesd")
+    bundle.set("cutecpp.tiny_decoder.scaling_factor", GGUFValueType.FLOAT32, 0.5)
+    bundle.set("cutecpp.tiny_decoder.shift_factor", GGUFValueType.FLOAT32, 0.25)
+    ctx = cutecpp.Context(cutecpp.Model.load(bundle.write(tmp_path / "scaled.gguf")), threads=2)
+    latents = np.random.default_rng(1).standard_normal((1, 4, 3, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = vae.decode(torch.from_numpy(latents / 0.5 + 0.25)).sample.numpy()
+    got = ctx.tiny_decode(latents)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()

@@ -105,6 +105,8 @@ CUTECPP_API cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx,
 // Decodes latents with the bundle's tiny decoder (TAESD-style):
 //   latents [n, latent_channels, height, width] -> out [n, 3, height*f, width*f]
 // with f the decoder's upsampling (16 for cute-mini); values in [-1, 1].
+// latents are taken as the UNet produced them: the decoder first computes
+// latents / scaling_factor + shift_factor (both from the bundle).
 CUTECPP_API cutecpp_status cutecpp_tiny_decode(struct cutecpp_context * ctx,
                                                const float * latents, int32_t n, int32_t height, int32_t width,
                                                float * out);

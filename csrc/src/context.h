@@ -23,7 +23,8 @@ struct cutecpp_context {
     // sample [n, C_in, h, w], timesteps [n], context [n, t, D] -> out [n, C_out, h, w] (C order).
     void unet_eval(const float * sample, int n, int h, int w, const float * timesteps, const float * context, int t,
                    float * out);
-    // latents [n, C, h, w] (as the UNet sees them) -> image [n, 3, h*f, w*f] in [-1, 1].
+    // latents [n, C, h, w] (as the UNet produced them) -> image [n, 3, h*f, w*f] in [-1, 1]:
+    // the tiny decoder, after latents / scaling_factor + shift_factor.
     void tiny_decode(const float * latents, int n, int h, int w, float * out);
     // latents [n, C, h, w] (as the UNet produced them) -> image [n, 3, h*f, w*f], about [-1, 1]
     // (not clamped): the SD VAE decoder, after latents / scaling_factor + shift_factor.
