@@ -165,3 +165,14 @@ def vae_decoder_bundle(name: str = "sd", seed: int = 0) -> Bundle:
     for key, array in decoder_state(vae, ("decoder.", "post_quant_conv.")).items():
         b.tensors[tensor_name("vae_decoder", key)] = array
     return b
+
+
+def full_bundle(seed: int = 0) -> Bundle:
+    """One bundle with every component: the micro UNet, a TAESD-style and an SD-style decoder."""
+    b = Bundle()
+    parts = [unet_bundle("micro", seed), tiny_decoder_bundle("taesd", seed), vae_decoder_bundle("sd", seed)]
+    for part in parts:
+        b.kv.update(part.kv)
+        b.tensors.update(part.tensors)
+    b.kv.update(header_keys(f"test-full-{seed}", ["unet", "tiny_decoder", "vae_decoder"]))
+    return b

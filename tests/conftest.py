@@ -14,7 +14,7 @@ except ImportError as exc:
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-from bundles import Bundle, unet_bundle  # noqa: E402
+from bundles import Bundle, full_bundle, unet_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +26,9 @@ def micro() -> Bundle:
 @pytest.fixture(scope="session")
 def micro_path(micro: Bundle, tmp_path_factory) -> Path:
     return micro.write(tmp_path_factory.mktemp("bundles") / "micro.gguf")
+
+
+@pytest.fixture(scope="session")
+def full_path(tmp_path_factory) -> Path:
+    """A valid bundle with every component (unet, tiny_decoder, vae_decoder)."""
+    return full_bundle().write(tmp_path_factory.mktemp("bundles") / "full.gguf")

@@ -88,13 +88,15 @@ if __name__ == "__main__":
     import argparse
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bundles import unet_bundle
+    from bundles import full_bundle, unet_bundle
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--count", type=int, default=400)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    valid_path = unet_bundle("micro").write(args.out_dir / "valid-micro.gguf")
-    corpus = write_corpus(valid_path, args.out_dir, args.count)
-    print(f"wrote {len(corpus) + 1} files to {args.out_dir}")
+    written = 0
+    for base, bundle in [("micro", unet_bundle("micro")), ("full", full_bundle())]:
+        valid_path = bundle.write(args.out_dir / f"valid-{base}.gguf")
+        written += 1 + len(write_corpus(valid_path, args.out_dir / base, args.count // 2))
+    print(f"wrote {written} files under {args.out_dir}")

@@ -64,8 +64,12 @@ def test_valid_bundle_loads_clean(asan_driver, micro_path):
     assert run_driver(asan_driver, [micro_path]) == {str(micro_path): "ok"}
 
 
-def test_corrupted_corpus(asan_driver, micro_path, tmp_path):
-    corpus = write_corpus(micro_path, tmp_path / "corpus", CORPUS_SIZE)
+def test_corrupted_corpus(asan_driver, micro_path, full_path, tmp_path):
+    # Two bases: the UNet-only bundle, and one with every component so the
+    # decoders' config parsing and tensor inventories are exercised too.
+    assert run_driver(asan_driver, [full_path]) == {str(full_path): "ok"}
+    corpus = write_corpus(micro_path, tmp_path / "corpus-unet", CORPUS_SIZE // 2)
+    corpus += write_corpus(full_path, tmp_path / "corpus-full", CORPUS_SIZE // 2)
     corpus += [(p, True) for p in sorted((ROOT / "tests" / "data").glob("fuzz-*.gguf"))]
     assert len(corpus) >= 300
     results = run_driver(asan_driver, [p for p, _ in corpus])

@@ -22,7 +22,7 @@ cmake --build "$work/build" --target fuzz-loader -j2
 
 if [ -z "$(ls -A "$work/corpus")" ]; then
   "$python" "$root/tests/corpus.py" "$work/seeds" --count 200
-  cp "$work/seeds"/*.gguf "$work/corpus/"
+  find "$work/seeds" -name '*.gguf' -exec cp {} "$work/corpus/" \;
 fi
 
 cd "$work/crashes"

@@ -23,41 +23,75 @@ void share(int64_t n, int ith, int nth, int64_t & begin, int64_t & end) {
     end = std::min<int64_t>(n, begin + per);
 }
 
+// Both transforms work on a row of tiles for a block of kLanes channels at a
+// time: rows are read (or written) contiguously per channel, the arithmetic
+// runs on kLanes channels at once (the loops over `l` vectorise), and the
+// transformed values, channel-innermost, are stored kLanes at a time.
+constexpr int kLanes = 8;
+
+// Work items: (image n, tile row ty, channel block cb), shared between threads.
+struct RowBlocks {
+    int64_t th, blocks, items;
+    RowBlocks(int64_t n, int64_t th_, int64_t channels) : th(th_), blocks((channels + kLanes - 1) / kLanes), items(n * th_ * blocks) {}
+    void at(int64_t item, int64_t & n, int64_t & ty, int64_t & cb) const {
+        cb = item % blocks;
+        ty = (item / blocks) % th;
+        n = item / (blocks * th);
+    }
+};
+
 // dst V [IC, T, 16]; src x [W, H, IC, N]. Tiles t = (n * th + ty) * tw + tx.
 void input_transform(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x = dst->src[0];
     const int64_t w = x->ne[0], h = x->ne[1], ic = x->ne[2];
-    const int64_t tw = (w + 1) / 2, th = (h + 1) / 2, tiles = dst->ne[1];
-    int64_t t0, t1;
-    share(tiles, ith, nth, t0, t1);
-    const auto * xd = static_cast<const char *>(x->data);
-    auto * vd = static_cast<char *>(dst->data);
-    for (int64_t t = t0; t < t1; ++t) {
-        const int64_t tx = t % tw, ty = (t / tw) % th, n = t / (tw * th);
-        const int64_t x0 = 2 * tx - 1, y0 = 2 * ty - 1;
-        for (int64_t c = 0; c < ic; ++c) {
-            float d[4][4];
-            const char * plane = xd + c * x->nb[2] + n * x->nb[3];
+    const int64_t tw = (w + 1) / 2, th = (h + 1) / 2;
+    const int64_t span = 2 * tw + 2;  // input columns -1 .. 2*tw
+    const RowBlocks work(x->ne[3], th, ic);
+    std::vector<float> rows(4 * span * kLanes);  // [4 rows][span][lanes], zero padded
+    int64_t i0, i1;
+    share(work.items, ith, nth, i0, i1);
+    for (int64_t item = i0; item < i1; ++item) {
+        int64_t n, ty, cb;
+        work.at(item, n, ty, cb);
+        const int64_t c0 = cb * kLanes, lanes = std::min<int64_t>(kLanes, ic - c0);
+        std::fill(rows.begin(), rows.end(), 0.0f);
+        for (int64_t l = 0; l < lanes; ++l) {
+            const char * plane = static_cast<const char *>(x->data) + (c0 + l) * x->nb[2] + n * x->nb[3];
             for (int i = 0; i < 4; ++i) {
-                const int64_t yy = y0 + i;
-                for (int j = 0; j < 4; ++j) {
-                    const int64_t xx = x0 + j;
-                    d[i][j] = (yy >= 0 && yy < h && xx >= 0 && xx < w)
-                                  ? *reinterpret_cast<const float *>(plane + yy * x->nb[1] + xx * x->nb[0])
-                                  : 0.0f;
+                const int64_t yy = 2 * ty - 1 + i;
+                if (yy < 0 || yy >= h) continue;
+                const char * src = plane + yy * x->nb[1];
+                float * row = rows.data() + (i * span + 1) * kLanes + l;
+                for (int64_t xx = 0; xx < w; ++xx) row[xx * kLanes] = *reinterpret_cast<const float *>(src + xx * x->nb[0]);
+            }
+        }
+        for (int64_t tx = 0; tx < tw; ++tx) {
+            const int64_t t = (n * th + ty) * tw + tx;
+            float b[4][4][kLanes];  // B^T d
+            for (int j = 0; j < 4; ++j) {
+                const float * d0 = rows.data() + ((0 * span) + 2 * tx + j) * kLanes;
+                const float * d1 = d0 + span * kLanes;
+                const float * d2 = d1 + span * kLanes;
+                const float * d3 = d2 + span * kLanes;
+                for (int l = 0; l < kLanes; ++l) {
+                    b[0][j][l] = d0[l] - d2[l];
+                    b[1][j][l] = d1[l] + d2[l];
+                    b[2][j][l] = d2[l] - d1[l];
+                    b[3][j][l] = d1[l] - d3[l];
                 }
             }
-            float b[4][4];  // B^T d
-            for (int j = 0; j < 4; ++j) {
-                b[0][j] = d[0][j] - d[2][j];
-                b[1][j] = d[1][j] + d[2][j];
-                b[2][j] = d[2][j] - d[1][j];
-                b[3][j] = d[1][j] - d[3][j];
-            }
-            for (int i = 0; i < 4; ++i) {  // (B^T d) B
-                const float v[4] = {b[i][0] - b[i][2], b[i][1] + b[i][2], b[i][2] - b[i][1], b[i][1] - b[i][3]};
+            for (int i = 0; i < 4; ++i) {  // (B^T d) B, stored lanes at a time
+                float v[4][kLanes];
+                for (int l = 0; l < kLanes; ++l) {
+                    v[0][l] = b[i][0][l] - b[i][2][l];
+                    v[1][l] = b[i][1][l] + b[i][2][l];
+                    v[2][l] = b[i][2][l] - b[i][1][l];
+                    v[3][l] = b[i][1][l] - b[i][3][l];
+                }
                 for (int j = 0; j < 4; ++j) {
-                    *reinterpret_cast<float *>(vd + (i * 4 + j) * dst->nb[2] + t * dst->nb[1] + c * dst->nb[0]) = v[j];
+                    auto * out = reinterpret_cast<float *>(static_cast<char *>(dst->data) + (i * 4 + j) * dst->nb[2] +
+                                                           t * dst->nb[1] + c0 * dst->nb[0]);
+                    std::copy(v[j], v[j] + lanes, out);
                 }
             }
         }
@@ -69,33 +103,47 @@ void output_transform(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * m = dst->src[0];
     const ggml_tensor * bias = dst->src[1];
     const int64_t w = dst->ne[0], h = dst->ne[1], oc = dst->ne[2];
-    const int64_t tw = (w + 1) / 2, th = (h + 1) / 2, tiles = m->ne[1];
-    int64_t t0, t1;
-    share(tiles, ith, nth, t0, t1);
-    const auto * md = static_cast<const char *>(m->data);
-    auto * yd = static_cast<char *>(dst->data);
-    for (int64_t t = t0; t < t1; ++t) {
-        const int64_t tx = t % tw, ty = (t / tw) % th, n = t / (tw * th);
-        for (int64_t c = 0; c < oc; ++c) {
-            float v[4][4];
+    const int64_t tw = (w + 1) / 2, th = (h + 1) / 2;
+    const RowBlocks work(dst->ne[3], th, oc);
+    const int64_t cols = 2 * tw;
+    std::vector<float> rows(2 * cols * kLanes);  // [2 rows][2*tw columns][lanes]
+    int64_t i0, i1;
+    share(work.items, ith, nth, i0, i1);
+    for (int64_t item = i0; item < i1; ++item) {
+        int64_t n, ty, cb;
+        work.at(item, n, ty, cb);
+        const int64_t c0 = cb * kLanes, lanes = std::min<int64_t>(kLanes, oc - c0);
+        float b[kLanes] = {};
+        for (int64_t l = 0; l < lanes; ++l) b[l] = bias ? static_cast<const float *>(bias->data)[c0 + l] : 0.0f;
+        for (int64_t tx = 0; tx < tw; ++tx) {
+            const int64_t t = (n * th + ty) * tw + tx;
+            float v[kTile][kLanes] = {};
             for (int k = 0; k < kTile; ++k) {
-                v[k / 4][k % 4] = *reinterpret_cast<const float *>(md + k * m->nb[2] + t * m->nb[1] + c * m->nb[0]);
+                const auto * src = reinterpret_cast<const float *>(static_cast<const char *>(m->data) + k * m->nb[2] +
+                                                                   t * m->nb[1] + c0 * m->nb[0]);
+                std::copy(src, src + lanes, v[k]);
             }
-            float a[2][4];  // A^T M
+            float a[2][4][kLanes];  // A^T M
             for (int j = 0; j < 4; ++j) {
-                a[0][j] = v[0][j] + v[1][j] + v[2][j];
-                a[1][j] = v[1][j] - v[2][j] - v[3][j];
-            }
-            const float b = bias ? static_cast<const float *>(bias->data)[c] : 0.0f;
-            char * plane = yd + c * dst->nb[2] + n * dst->nb[3];
-            for (int i = 0; i < 2; ++i) {  // (A^T M) A
-                const int64_t yy = 2 * ty + i;
-                if (yy >= h) break;
-                const float out[2] = {a[i][0] + a[i][1] + a[i][2] + b, a[i][1] - a[i][2] - a[i][3] + b};
-                for (int j = 0; j < 2; ++j) {
-                    const int64_t xx = 2 * tx + j;
-                    if (xx < w) *reinterpret_cast<float *>(plane + yy * dst->nb[1] + xx * dst->nb[0]) = out[j];
+                for (int l = 0; l < kLanes; ++l) {
+                    a[0][j][l] = v[j][l] + v[4 + j][l] + v[8 + j][l];
+                    a[1][j][l] = v[4 + j][l] - v[8 + j][l] - v[12 + j][l];
                 }
+            }
+            for (int i = 0; i < 2; ++i) {  // (A^T M) A
+                float * out = rows.data() + (i * cols + 2 * tx) * kLanes;
+                for (int l = 0; l < kLanes; ++l) {
+                    out[l] = a[i][0][l] + a[i][1][l] + a[i][2][l] + b[l];
+                    out[kLanes + l] = a[i][1][l] - a[i][2][l] - a[i][3][l] + b[l];
+                }
+            }
+        }
+        for (int64_t l = 0; l < lanes; ++l) {
+            char * plane = static_cast<char *>(dst->data) + (c0 + l) * dst->nb[2] + n * dst->nb[3];
+            for (int i = 0; i < 2 && 2 * ty + i < h; ++i) {
+                const float * src = rows.data() + i * cols * kLanes + l;
+                char * row = plane + (2 * ty + i) * dst->nb[1];
+                for (int64_t xx = 0; xx < w; ++xx) *reinterpret_cast<float *>(row + xx * dst->nb[0]) = src[xx * kLanes];
             }
         }
     }

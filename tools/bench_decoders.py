@@ -1,0 +1,132 @@
+"""Decoder speed and memory at 512x512: cutecpp against diffusers/PyTorch, same random weights.
+
+    python tools/bench_decoders.py [--json] [--decoders tiny16,taesd,sd-vae] [--threads 2] [--runs 3]
+
+  tiny16  AutoencoderTiny decoder 16x32x32 -> 512x512, 32 channels, one block per stage
+          (the cute-mini plan in DESIGN.md)
+  taesd   AutoencoderTiny with diffusers' defaults (TAESD): 4x64x64 -> 512x512
+  sd-vae  AutoencoderKL with Stable Diffusion's config: 4x64x64 -> 512x512
+
+Method as tools/bench_unet.py (child process per engine and variant, median
+after a warm-up, ratios against PyTorch fp32 from the same run). Weights are
+cached in ~/.cache/cutecpp/bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from benchlib import add_ratios, measure, print_table, run_child
+
+CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench"))
+
+# name -> (diffusers class, config, latent channels, latent side, cutecpp component)
+DECODERS = {
+    "tiny16": ("AutoencoderTiny", dict(latent_channels=16, decoder_block_out_channels=(32,) * 5,
+                                       num_decoder_blocks=(1,) * 5, encoder_block_out_channels=(32,) * 5,
+                                       num_encoder_blocks=(1,) * 5), 16, 32, "tiny_decoder"),
+    "taesd": ("AutoencoderTiny", dict(), 4, 64, "tiny_decoder"),
+    "sd-vae": ("AutoencoderKL", dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                                     down_block_types=("DownEncoderBlock2D",) * 4,
+                                     up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4,
+                                     norm_num_groups=32, sample_size=512), 4, 64, "vae_decoder"),
+}
+TORCH_VARIANTS = ("fp32", "channels_last", "bf16")
+
+
+def latents(name: str):
+    import numpy as np
+
+    _, _, channels, side, _ = DECODERS[name]
+    return np.random.default_rng(0).standard_normal((1, channels, side, side)).astype(np.float32)
+
+
+def prepare(name: str, dtypes: list[str]) -> None:
+    cls, config, _, _, component = DECODERS[name]
+    folder = CACHE / name / "vae"
+    if not (folder / "diffusion_pytorch_model.safetensors").exists():
+        import diffusers
+        import torch
+
+        print(f"[bench] building random {name} weights in {folder}", file=sys.stderr)
+        torch.manual_seed(0)
+        getattr(diffusers, cls)(**config).save_pretrained(folder)
+    from cutecpp.convert import convert
+
+    for dtype in dtypes:
+        bundle = CACHE / name / f"{dtype}.gguf"
+        if not bundle.exists():
+            print(f"[bench] converting {name} to {dtype}", file=sys.stderr)
+            folders = {"tiny_decoder": folder} if component == "tiny_decoder" else {"vae": folder}
+            convert(bundle, dtype, model_id=f"bench-{name}-{dtype}", **folders)
+
+
+def child(engine: str, name: str, variant: str, threads: int, runs: int) -> dict:
+    cls, _, _, _, component = DECODERS[name]
+    z = latents(name)
+    if engine == "torch":
+        import diffusers
+        import torch
+
+        torch.set_num_threads(threads)
+        vae = getattr(diffusers, cls).from_pretrained(CACHE / name / "vae").eval()
+        x = torch.from_numpy(z)
+        if variant == "channels_last":
+            vae = vae.to(memory_format=torch.channels_last)
+            x = x.to(memory_format=torch.channels_last)
+
+        def run():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
+                vae.decode(x)
+    else:
+        import cutecpp
+
+        ctx = cutecpp.Context(cutecpp.Model.load(CACHE / name / f"{variant}.gguf"), threads=threads)
+        decode = ctx.tiny_decode if component == "tiny_decoder" else ctx.vae_decode
+        # cutecpp's vae_decode divides by scaling_factor itself; diffusers' decode
+        # does not, a difference of one multiply that does not matter here.
+
+        def run():
+            decode(z)
+
+    return measure(engine, variant, run, runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--decoders", default=",".join(DECODERS))
+    parser.add_argument("--dtypes", default="f32,f16")
+    parser.add_argument("--torch-variants", default=",".join(TORCH_VARIANTS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--child", choices=["torch", "cutecpp"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(child(args.child, args.decoders, args.variant, args.threads, args.runs)))
+        return
+
+    report = {"threads": args.threads, "runs": args.runs, "decoders": {}}
+    for name in args.decoders.split(","):
+        dtypes = args.dtypes.split(",")
+        prepare(name, dtypes)
+        common = ["--decoders", name, "--threads", str(args.threads), "--runs", str(args.runs)]
+        results = [run_child(__file__, ["--child", "torch", "--variant", v, *common])
+                   for v in args.torch_variants.split(",")]
+        results += [run_child(__file__, ["--child", "cutecpp", "--variant", d, *common]) for d in dtypes]
+        add_ratios(results)
+        report["decoders"][name] = results
+        if not args.json:
+            print_table(f"{name} decoder to 512x512 (batch 1, {args.threads} threads, median of {args.runs})", results)
+    if args.json:
+        print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
