@@ -71,24 +71,25 @@ ggml_tensor * Blocks::resnet(ggml_tensor * x, ggml_tensor * temb_silu, const std
     return ggml_add(ctx, x, h);
 }
 
-ggml_tensor * Blocks::attention(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads) const {
-    const int64_t c = x->ne[0], t_q = x->ne[1], n = x->ne[2];
-    const int64_t t_k = context->ne[1];
+ggml_tensor * Blocks::attend(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads) const {
+    const int64_t c = q->ne[0], t_q = q->ne[1], n = q->ne[2];
+    const int64_t t_k = k->ne[1];
     const int64_t d = c / heads;
-    ggml_tensor * q = linear(x, p + ".to_q", false);
-    ggml_tensor * k = linear(context, p + ".to_k", false);
-    ggml_tensor * v = linear(context, p + ".to_v", false);
     // [d, heads, T, N] -> [d, T, heads, N]
     q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, d, heads, t_q, n), 0, 2, 1, 3);
     k = ggml_permute(ctx, ggml_reshape_4d(ctx, k, d, heads, t_k, n), 0, 2, 1, 3);
-    // v as [T_k, d, heads, N] so the product contracts over keys
-    v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, d, heads, t_k, n), 1, 2, 0, 3));
-    ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                          // [T_k, T_q, heads, N]
-    kq = ggml_soft_max_ext(ctx, kq, nullptr, 1.0f / std::sqrt(static_cast<float>(d)), 0.0f);
-    ggml_tensor * o = ggml_mul_mat(ctx, v, kq);                          // [d, T_q, heads, N]
-    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                // [d, heads, T_q, N]
-    o = ggml_reshape_3d(ctx, o, c, t_q, n);
-    return linear(o, p + ".to_out.0");
+    v = ggml_permute(ctx, ggml_reshape_4d(ctx, v, d, heads, t_k, n), 0, 2, 1, 3);
+    // Fused softmax(q k^T / sqrt(d)) v, never materialising the T_q x T_k scores.
+    ggml_tensor * o = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(static_cast<float>(d)), 0.0f, 0.0f);
+    ggml_flash_attn_ext_set_prec(o, GGML_PREC_F32);
+    return ggml_reshape_3d(ctx, o, c, t_q, n);  // result is [d, heads, T_q, N]
+}
+
+ggml_tensor * Blocks::attention(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads) const {
+    ggml_tensor * q = linear(x, p + ".to_q", false);
+    ggml_tensor * k = linear(context, p + ".to_k", false);
+    ggml_tensor * v = linear(context, p + ".to_v", false);
+    return linear(attend(q, k, v, heads), p + ".to_out.0");
 }
 
 ggml_tensor * Blocks::transformer2d(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads,
@@ -149,12 +150,8 @@ ggml_tensor * Blocks::vae_attention(ggml_tensor * x, const std::string & p, int 
     // [W, H, C, N] -> tokens [C, W*H, N] (token index = h*W + w, as diffusers' view).
     ggml_tensor * t = ggml_cont(ctx, ggml_permute(ctx, group_norm(x, p + ".group_norm", groups, eps), 1, 2, 0, 3));
     t = ggml_reshape_3d(ctx, t, c, w * h, n);
-    ggml_tensor * q = linear(t, p + ".to_q");
-    ggml_tensor * k = linear(t, p + ".to_k");
-    ggml_tensor * v = ggml_cont(ctx, ggml_transpose(ctx, linear(t, p + ".to_v")));  // [T, C, N]
-    ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                                      // [T_k, T_q, N]
-    kq = ggml_soft_max_ext(ctx, kq, nullptr, 1.0f / std::sqrt(static_cast<float>(c)), 0.0f);
-    ggml_tensor * o = linear(ggml_mul_mat(ctx, v, kq), p + ".to_out.0");             // [C, T_q, N]
+    ggml_tensor * o = attend(linear(t, p + ".to_q"), linear(t, p + ".to_k"), linear(t, p + ".to_v"), 1);
+    o = linear(o, p + ".to_out.0");                                                  // [C, T_q, N]
     o = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, o, c, w, h, n), 2, 0, 1, 3));
     return ggml_add(ctx, o, x);
 }

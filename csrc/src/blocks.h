@@ -27,6 +27,8 @@ struct Blocks {
     // projection, 1x1 shortcut when channels change).
     ggml_tensor * resnet(ggml_tensor * x, ggml_tensor * temb_silu, const std::string & p, int groups,
                          float eps) const;
+    // Multi-head softmax(q k^T / sqrt(d)) v for q [C, T_q, N], k and v [C, T_k, N] -> [C, T_q, N].
+    ggml_tensor * attend(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads) const;
     // diffusers Attention: q from x, k/v from ctx (x itself for self-attention).
     ggml_tensor * attention(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads) const;
     // diffusers Transformer2DModel with one BasicTransformerBlock.

@@ -38,7 +38,7 @@ cutecpp_context::cutecpp_context(const cutecpp_model & m, int threads) : model(m
     if (!backend_) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot start the ggml CPU backend");
     ggml_backend_cpu_set_n_threads(backend_, n_threads);
     const char * profile = std::getenv("CUTECPP_PROFILE");
-    profile_ = profile != nullptr && profile[0] != '\0' && profile[0] != '0';
+    profile_ = profile != nullptr ? std::atoi(profile) : 0;
 }
 
 cutecpp_context::~cutecpp_context() {
@@ -123,7 +123,16 @@ void cutecpp_context::profile(Planned & p) {
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         const ggml_tensor * t = ggml_graph_node(p.graph, i);
         std::string op = ggml_op_desc(t);
-        if (t->op == GGML_OP_MUL_MAT) op += std::string(" ") + ggml_type_name(t->src[0]->type);
+        if (t->op == GGML_OP_MUL_MAT) {
+            op += std::string(" ") + ggml_type_name(t->src[0]->type);
+            if (profile_ > 1) {  // CUTECPP_PROFILE=2: by operand shape too
+                char dims[96];
+                std::snprintf(dims, sizeof(dims), " [%lld,%lld,%lld]x[%lld,%lld,%lld]", (long long)t->src[0]->ne[0],
+                              (long long)t->src[0]->ne[1], (long long)t->src[0]->ne[2], (long long)t->src[1]->ne[0],
+                              (long long)t->src[1]->ne[1], (long long)t->src[1]->ne[2]);
+                op += dims;
+            }
+        }
         by_op[op].ms += ms;
         by_op[op].count += 1;
         total += ms;
@@ -133,7 +142,7 @@ void cutecpp_context::profile(Planned & p) {
     std::sort(rows.begin(), rows.end(), [](const auto & a, const auto & b) { return a.second.ms > b.second.ms; });
     std::fprintf(stderr, "cutecpp profile: %d nodes, %.2f ms\n", n, total);
     for (const auto & [op, cost] : rows) {
-        std::fprintf(stderr, "  %-20s %5d nodes %9.2f ms %5.1f%%\n", op.c_str(), cost.count, cost.ms, 100.0 * cost.ms / total);
+        std::fprintf(stderr, "  %-44s %5d nodes %9.2f ms %5.1f%%\n", op.c_str(), cost.count, cost.ms, 100.0 * cost.ms / total);
     }
 }
 

@@ -64,5 +64,5 @@ private:
     Planned vae_;
     const Planned * last_ = nullptr;  // the last evaluation, if it was traced
     bool trace_ = false;
-    bool profile_ = false;  // CUTECPP_PROFILE set: time each node
+    int profile_ = 0;  // CUTECPP_PROFILE: 1 times each node by op, 2 also by matmul shape
 };
