@@ -55,9 +55,7 @@ class Context:
         context = np.ascontiguousarray(context, dtype=np.float32)
         if sample.ndim != 4 or context.ndim != 3 or context.shape[0] != sample.shape[0]:
             raise ValueError(f"expected sample [n, C, H, W] and context [n, T, D], got {sample.shape}, {context.shape}")
-        unet = self._model.info["config"]["components"].get("unet")
-        if unet is None:
-            raise ValueError("the model has no unet")
+        unet = self._component("unet")
         if sample.shape[1] != unet["in_channels"] or context.shape[2] != unet["cross_attention_dim"]:
             raise ValueError(
                 f"the unet takes {unet['in_channels']} latent channels and context width "
@@ -94,19 +92,14 @@ class Context:
         return out
 
     def tiny_decode(self, latents: np.ndarray) -> np.ndarray:
-        """Tiny (TAESD-style) decoder: latents [n, C, h, w] -> image [n, 3, h*f, w*f] in [-1, 1]."""
-        dec = self._model.info["config"]["components"].get("tiny_decoder")
-        if dec is None:
-            raise ValueError("the model has no tiny_decoder")
-        latents = np.ascontiguousarray(latents, dtype=np.float32)
-        if latents.ndim != 4 or latents.shape[1] != dec["latent_channels"]:
-            raise ValueError(f"expected latents [n, {dec['latent_channels']}, h, w], got {latents.shape}")
-        n, _, h, w = latents.shape
-        f = dec["upsampling_scaling_factor"] ** (len(dec["block_out_channels"]) - 1)
-        out = np.empty((n, dec["out_channels"], h * f, w * f), dtype=np.float32)
-        check(lib.cutecpp_tiny_decode(self._handle, ffi.from_buffer("float[]", latents), n, h, w,
-                                      ffi.from_buffer("float[]", out, require_writable=True)))
-        return out
+        """Tiny (TAESD-style) decoder: latents [n, C, h, w] as the UNet produced them -> image [n, 3, h*f, w*f].
+
+        The decoder first computes latents / scaling_factor + shift_factor; the image is in [-1, 1].
+        f = upsampling_scaling_factor ** (stages - 1), 16 for cute-mini.
+        """
+        dec = self._component("tiny_decoder")
+        factor = dec["upsampling_scaling_factor"] ** (len(dec["block_out_channels"]) - 1)
+        return self._decode(lib.cutecpp_tiny_decode, dec, factor, latents)
 
     def vae_decode(self, latents: np.ndarray) -> np.ndarray:
         """SD VAE (AutoencoderKL) decoder: latents [n, C, h, w] as the UNet produced them -> image [n, 3, 8h, 8w].
@@ -115,15 +108,21 @@ class Context:
         do before vae.decode); the image is about [-1, 1], not clamped. The factor 8 is
         2 ** (levels - 1) in general.
         """
-        dec = self._model.info["config"]["components"].get("vae_decoder")
-        if dec is None:
-            raise ValueError("the model has no vae_decoder")
+        dec = self._component("vae_decoder")
+        return self._decode(lib.cutecpp_vae_decode, dec, 2 ** (len(dec["block_out_channels"]) - 1), latents)
+
+    def _component(self, name: str) -> dict:
+        component = self._model.info["config"]["components"].get(name)
+        if component is None:
+            raise ValueError(f"the model has no {name}")
+        return component
+
+    def _decode(self, c_decode, dec: dict, factor: int, latents: np.ndarray) -> np.ndarray:
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         if latents.ndim != 4 or latents.shape[1] != dec["latent_channels"]:
             raise ValueError(f"expected latents [n, {dec['latent_channels']}, h, w], got {latents.shape}")
         n, _, h, w = latents.shape
-        f = 2 ** (len(dec["block_out_channels"]) - 1)
-        out = np.empty((n, dec["out_channels"], h * f, w * f), dtype=np.float32)
-        check(lib.cutecpp_vae_decode(self._handle, ffi.from_buffer("float[]", latents), n, h, w,
-                                     ffi.from_buffer("float[]", out, require_writable=True)))
+        out = np.empty((n, dec["out_channels"], h * factor, w * factor), dtype=np.float32)
+        check(c_decode(self._handle, ffi.from_buffer("float[]", latents), n, h, w,
+                       ffi.from_buffer("float[]", out, require_writable=True)))
         return out

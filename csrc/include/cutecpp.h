@@ -8,7 +8,8 @@
 // Conventions (as llama.h / whisper.h):
 //  - opaque handles: a cutecpp_model is immutable after loading and may be
 //    shared between threads; a cutecpp_context belongs to one generation at a
-//    time and must not be used from two threads at once;
+//    time and must not be used from two threads at once; free every context
+//    of a model before the model;
 //  - every call that can fail returns a cutecpp_status; on failure
 //    cutecpp_last_error() returns a message for the calling thread;
 //  - no C++ exception ever crosses this boundary;

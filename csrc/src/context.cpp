@@ -166,32 +166,29 @@ void cutecpp_context::unet_eval(const float * sample, int n, int h, int w, const
     run(unet_, {sample, tproj.data(), context}, out);
 }
 
+void cutecpp_context::decode(Planned & p, DecoderBuild build, uint32_t latent_channels, uint32_t upscale,
+                             const float * latents, int n, int h, int w, float * out) {
+    check_batch_and_side(n, h, w, 1);
+    if (static_cast<int64_t>(h) * upscale > 4096 || static_cast<int64_t>(w) * upscale > 4096) {
+        fail(CUTECPP_ERR_INVALID_ARGUMENT, "decoded image would exceed 4096 pixels per side");
+    }
+    plan(p, {n, h, w}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
+        in = {ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w, h, latent_channels, n)};
+        return build(ctx, model, in[0], blocks);
+    });
+    run(p, {latents}, out);
+}
+
 void cutecpp_context::tiny_decode(const float * latents, int n, int h, int w, float * out) {
     if (!model.config.tiny_decoder) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no tiny_decoder component");
     const TinyDecoderConfig & c = *model.config.tiny_decoder;
-    check_batch_and_side(n, h, w, 1);
-    if (static_cast<int64_t>(h) * c.upscale() > 4096 || static_cast<int64_t>(w) * c.upscale() > 4096) {
-        fail(CUTECPP_ERR_INVALID_ARGUMENT, "decoded image would exceed 4096 pixels per side");
-    }
-    plan(tiny_, {n, h, w}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
-        in = {ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w, h, c.latent_channels, n)};
-        return build_tiny_decoder(ctx, model, in[0], blocks);
-    });
-    run(tiny_, {latents}, out);
+    decode(tiny_, build_tiny_decoder, c.latent_channels, c.upscale(), latents, n, h, w, out);
 }
 
 void cutecpp_context::vae_decode(const float * latents, int n, int h, int w, float * out) {
     if (!model.config.vae_decoder) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no vae_decoder component");
     const VaeDecoderConfig & c = *model.config.vae_decoder;
-    check_batch_and_side(n, h, w, 1);
-    if (static_cast<int64_t>(h) * c.upscale() > 4096 || static_cast<int64_t>(w) * c.upscale() > 4096) {
-        fail(CUTECPP_ERR_INVALID_ARGUMENT, "decoded image would exceed 4096 pixels per side");
-    }
-    plan(vae_, {n, h, w}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
-        in = {ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w, h, c.latent_channels, n)};
-        return build_vae_decoder(ctx, model, in[0], blocks);
-    });
-    run(vae_, {latents}, out);
+    decode(vae_, build_vae_decoder, c.latent_channels, c.upscale(), latents, n, h, w, out);
 }
 
 size_t cutecpp_context::trace_get(const std::string & name, float * out, size_t capacity, int64_t shape[4]) const {

@@ -53,7 +53,12 @@ private:
     using Builder = std::function<ggml_tensor *(ggml_context *, std::vector<ggml_tensor *> & inputs,
                                                 std::vector<ggml_tensor *> & blocks)>;
 
+    using DecoderBuild = ggml_tensor * (*)(ggml_context *, const cutecpp_model &, ggml_tensor * latents,
+                                           std::vector<ggml_tensor *> & blocks);
+
     void plan(Planned & p, std::vector<int64_t> key, const Builder & build);
+    void decode(Planned & p, DecoderBuild build, uint32_t latent_channels, uint32_t upscale, const float * latents,
+                int n, int h, int w, float * out);
     void run(Planned & p, const std::vector<const float *> & inputs, float * out);
     static void release(Planned & p);
     void profile(Planned & p);

@@ -105,6 +105,14 @@ FileBytes::FileBytes(const std::string & path, bool use_mmap) {
     data_ = copy_.data();
 }
 
+void FileBytes::release(const void * p, size_t n) const {
+    if (!mapped_) return;
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+    if (end > begin) madvise(reinterpret_cast<void *>(begin), end - begin, MADV_DONTNEED);
+}
+
 FileBytes::~FileBytes() {
     if (mapped_) munmap(const_cast<uint8_t *>(data_), size_);
 }
@@ -179,6 +187,8 @@ std::string GGUFFile::key_name(int64_t i) const { return gguf_get_key(gguf_.get(
 bool GGUFFile::has(const std::string & key) const { return gguf_find_key(gguf_.get(), key.c_str()) >= 0; }
 int64_t GGUFFile::n_tensors() const { return gguf_get_n_tensors(gguf_.get()); }
 size_t GGUFFile::tensor_bytes(int64_t i) const { return gguf_get_tensor_size(gguf_.get(), i); }
+
+void GGUFFile::release(const ggml_tensor * t) const { bytes_.release(t->data, ggml_nbytes(t)); }
 
 ggml_tensor * GGUFFile::tensor(int64_t i) const { return tensors_.at(static_cast<size_t>(i)); }
 

@@ -28,6 +28,10 @@ public:
     const uint8_t * data() const { return data_; }
     size_t size() const { return size_; }
     bool mapped() const { return mapped_; }
+    // Hands the mapped pages lying wholly inside [p, p + n) back to the kernel.
+    // Safe at any time: the mapping is read-only and private, so a page touched
+    // again is simply read from the file again. No-op when not mapped.
+    void release(const void * p, size_t n) const;
 
 private:
     const uint8_t * data_ = nullptr;
@@ -64,6 +68,8 @@ public:
     int64_t n_tensors() const;
     ggml_tensor * tensor(int64_t i) const;
     size_t tensor_bytes(int64_t i) const;
+    // See FileBytes::release: for data that has been copied elsewhere.
+    void release(const ggml_tensor * t) const;
 
 private:
     // No real tensor comes near this; it keeps every size computation exact.

@@ -125,6 +125,7 @@ ggml_tensor * cutecpp_model::winograd_kernel(const std::string & name) const {
         const ggml_tensor * k = it->second;
         t.data.resize(winograd::transformed_bytes(k) / sizeof(float));
         winograd::transform_kernel(k, t.data.data());
+        file.release(k);  // the graph reads only the transformed copy from now on
         ggml_init_params params = {ggml_tensor_overhead(), nullptr, true};
         t.ctx = ggml_init(params);
         if (!t.ctx) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot allocate a transformed kernel");
