@@ -148,3 +148,27 @@ def test_bad_inputs_are_refused(micro_path):
     ctx.unet(sample, timesteps, context)
     with pytest.raises(cutecpp.InvalidArgumentError, match="no traced block 'unet.nope'"):
         ctx.trace("unet.nope")
+
+
+def test_im2col_fallback_matches_diffusers(tmp_path):
+    """With CUTECPP_WINOGRAD=0 every conv runs through im2col; that path must stay exact too."""
+    import os
+    import subprocess
+    import sys
+
+    path = unet_bundle("sd1").write(tmp_path / "sd1.gguf")
+    sample, timesteps, context = inputs("sd1")
+    np.savez(tmp_path / "in.npz", sample=sample, timesteps=timesteps, context=context)
+    code = (
+        "import sys, numpy as np, cutecpp\n"
+        "d = np.load(sys.argv[2])\n"
+        "ctx = cutecpp.Context(cutecpp.Model.load(sys.argv[1]), threads=2)\n"
+        "np.save(sys.argv[3], ctx.unet(d['sample'], d['timesteps'], d['context']))\n"
+    )
+    env = dict(os.environ, CUTECPP_WINOGRAD="0")
+    run = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "in.npz"), str(tmp_path / "out.npy")],
+                         env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    got = np.load(tmp_path / "out.npy")
+    ref, _ = reference(make_unet("sd1"), sample, timesteps, context)
+    assert np.abs(got - ref).max() <= F32_TOL * np.abs(ref).max()
