@@ -14,13 +14,12 @@ cached in ~/.cache/cutecpp/bench.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from benchlib import add_ratios, measure, print_table, run_child
+import benchlib
+from benchlib import measure
 
 CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench"))
 
@@ -35,7 +34,6 @@ DECODERS = {
                                      up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4,
                                      norm_num_groups=32, sample_size=512), 4, 64, "vae_decoder"),
 }
-TORCH_VARIANTS = ("fp32", "channels_last", "bf16")
 
 
 def latents(name: str):
@@ -96,37 +94,6 @@ def child(engine: str, name: str, variant: str, threads: int, runs: int) -> dict
     return measure(engine, variant, run, runs)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--decoders", default=",".join(DECODERS))
-    parser.add_argument("--dtypes", default="f32,f16")
-    parser.add_argument("--torch-variants", default=",".join(TORCH_VARIANTS))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--child", choices=["torch", "cutecpp"], help=argparse.SUPPRESS)
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    if args.child:
-        print(json.dumps(child(args.child, args.decoders, args.variant, args.threads, args.runs)))
-        return
-
-    report = {"threads": args.threads, "runs": args.runs, "decoders": {}}
-    for name in args.decoders.split(","):
-        dtypes = args.dtypes.split(",")
-        prepare(name, dtypes)
-        common = ["--decoders", name, "--threads", str(args.threads), "--runs", str(args.runs)]
-        results = [run_child(__file__, ["--child", "torch", "--variant", v, *common])
-                   for v in args.torch_variants.split(",")]
-        results += [run_child(__file__, ["--child", "cutecpp", "--variant", d, *common]) for d in dtypes]
-        add_ratios(results)
-        report["decoders"][name] = results
-        if not args.json:
-            print_table(f"{name} decoder to 512x512 (batch 1, {args.threads} threads, median of {args.runs})", results)
-    if args.json:
-        print(json.dumps(report, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    benchlib.main(__file__, __doc__, "decoders", ",".join(DECODERS), "f32,f16", 3, prepare, child,
+                  lambda name, a: f"{name} decoder to 512x512 (batch 1, {a.threads} threads, median of {a.runs})")

@@ -16,13 +16,12 @@ diffusers); nothing is downloaded.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from benchlib import add_ratios, measure, print_table, run_child
+import benchlib
+from benchlib import measure
 
 CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench"))
 
@@ -45,7 +44,6 @@ SHAPES = {
         64, 77,
     ),
 }
-TORCH_VARIANTS = ("fp32", "channels_last", "bf16")
 
 
 def inputs(shape: str):
@@ -104,40 +102,6 @@ def child(engine: str, shape: str, variant: str, threads: int, runs: int) -> dic
     return measure(engine, variant, run, runs)
 
 
-def child_result(engine: str, shape: str, variant: str, args) -> dict:
-    return run_child(__file__, ["--child", engine, "--shapes", shape, "--variant", variant,
-                                "--threads", str(args.threads), "--runs", str(args.runs)])
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--shapes", default="cute-mini,sd15")
-    parser.add_argument("--dtypes", default="f32,f16,q8_0")
-    parser.add_argument("--torch-variants", default=",".join(TORCH_VARIANTS))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--child", choices=["torch", "cutecpp"], help=argparse.SUPPRESS)
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    if args.child:
-        print(json.dumps(child(args.child, args.shapes, args.variant, args.threads, args.runs)))
-        return
-
-    report = {"threads": args.threads, "runs": args.runs, "shapes": {}}
-    for shape in args.shapes.split(","):
-        dtypes = args.dtypes.split(",")
-        prepare(shape, dtypes)
-        results = [child_result("torch", shape, v, args) for v in args.torch_variants.split(",")]
-        results += [child_result("cutecpp", shape, d, args) for d in dtypes]
-        add_ratios(results)
-        report["shapes"][shape] = results
-        if not args.json:
-            print_table(f"{shape} (batch 1, {args.threads} threads, median of {args.runs})", results)
-    if args.json:
-        print(json.dumps(report, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    benchlib.main(__file__, __doc__, "shapes", "cute-mini,sd15", "f32,f16,q8_0", 5, prepare, child,
+                  lambda shape, a: f"{shape} (batch 1, {a.threads} threads, median of {a.runs})")

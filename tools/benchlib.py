@@ -6,6 +6,7 @@ ratios are computed against a reference row measured in the same run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -60,3 +61,40 @@ def print_table(title: str, results: list[dict]) -> None:
     for r in results:
         print(f"  {r['engine']:8} {r['variant']:14} {r['ms']:10.1f} {r['speedup_vs_torch_fp32']:13.2f} "
               f"{r['speedup_vs_best_torch']:13.2f} {r['peak_rss_mb']:12.0f} {r['rss_vs_torch_fp32']:12.2f}")
+
+
+def main(script: str, doc: str, kind: str, names: str, dtypes: str, runs: int,
+         prepare: Callable[[str, list[str]], None], child: Callable[[str, str, str, int, int], dict],
+         title: Callable[[str, argparse.Namespace], str]) -> None:
+    """The command line shared by the benchmarks: `--<kind> a,b` picks the models
+    (`shapes` or `decoders`); each engine and variant runs as `script --child ...`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(f"--{kind}", default=names)
+    parser.add_argument("--dtypes", default=dtypes)
+    parser.add_argument("--torch-variants", default="fp32,channels_last,bf16")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--child", choices=["torch", "cutecpp"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    selected = getattr(args, kind)
+
+    if args.child:
+        print(json.dumps(child(args.child, selected, args.variant, args.threads, args.runs)))
+        return
+
+    report = {"threads": args.threads, "runs": args.runs, kind: {}}
+    for name in selected.split(","):
+        dtype_list = args.dtypes.split(",")
+        prepare(name, dtype_list)
+        common = [f"--{kind}", name, "--threads", str(args.threads), "--runs", str(args.runs)]
+        results = [run_child(script, ["--child", "torch", "--variant", v, *common])
+                   for v in args.torch_variants.split(",")]
+        results += [run_child(script, ["--child", "cutecpp", "--variant", d, *common]) for d in dtype_list]
+        add_ratios(results)
+        report[kind][name] = results
+        if not args.json:
+            print_table(title(name, args), results)
+    if args.json:
+        print(json.dumps(report, indent=2))
