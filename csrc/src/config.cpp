@@ -43,6 +43,25 @@ std::string one_of(const GGUFFile & f, const std::string & key, const std::vecto
     return v;
 }
 
+// A decoder's latent scaling: the decoder sees latents / scaling_factor + shift_factor.
+void read_latent_scaling(const GGUFFile & f, const std::string & p, float & scaling_factor, float & shift_factor) {
+    scaling_factor = f.get_f32(p + "scaling_factor");
+    shift_factor = f.get_f32(p + "shift_factor");
+    if (!(scaling_factor > 0.0f && scaling_factor < 1000.0f)) bad_value(p + "scaling_factor", "must be in (0, 1000)");
+    if (!(shift_factor > -1000.0f && shift_factor < 1000.0f)) bad_value(p + "shift_factor", "must be in (-1000, 1000)");
+}
+
+// One level's channel count: in range and split evenly into GroupNorm groups.
+void check_level_channels(const std::string & key, uint32_t ch, const std::string & at, uint32_t groups) {
+    if (ch < 1 || ch > kMaxChannels) {
+        bad_value(key, "channel count " + std::to_string(ch) + at + " is outside [1, " + std::to_string(kMaxChannels) + "]");
+    }
+    if (ch % groups != 0) {
+        bad_value(key, "channel count " + std::to_string(ch) + at + " is not divisible by norm_num_groups " +
+                           std::to_string(groups));
+    }
+}
+
 UnetConfig read_unet(const GGUFFile & f) {
     const std::string p = "cutecpp.unet.";
     UnetConfig c;
@@ -78,8 +97,7 @@ UnetConfig read_unet(const GGUFFile & f) {
         const uint32_t ch = c.block_out_channels[i];
         const uint32_t heads = c.num_attention_heads[i];
         const std::string at = " at level " + std::to_string(i);
-        if (ch < 1 || ch > kMaxChannels) bad_value(p + "block_out_channels", "channel count " + std::to_string(ch) + at + " is outside [1, " + std::to_string(kMaxChannels) + "]");
-        if (ch % c.norm_num_groups != 0) bad_value(p + "block_out_channels", "channel count " + std::to_string(ch) + at + " is not divisible by norm_num_groups " + std::to_string(c.norm_num_groups));
+        check_level_channels(p + "block_out_channels", ch, at, c.norm_num_groups);
         if (heads < 1 || heads > kMaxHeads || ch % heads != 0) bad_value(p + "num_attention_heads", std::to_string(heads) + " heads" + at + " do not divide " + std::to_string(ch) + " channels");
         const std::string & down = c.down_block_types[i];
         const std::string & up = c.up_block_types[i];
@@ -97,10 +115,7 @@ TinyDecoderConfig read_tiny_decoder(const GGUFFile & f) {
     c.upsampling_scaling_factor = u32_in(f, p + "upsampling_scaling_factor", 1, 4);
     one_of(f, p + "act_fn", {"relu"});
     one_of(f, p + "upsample_fn", {"nearest"});
-    c.scaling_factor = f.get_f32(p + "scaling_factor");
-    c.shift_factor = f.get_f32(p + "shift_factor");
-    if (!(c.scaling_factor > 0.0f && c.scaling_factor < 1000.0f)) bad_value(p + "scaling_factor", "must be in (0, 1000)");
-    if (!(c.shift_factor > -1000.0f && c.shift_factor < 1000.0f)) bad_value(p + "shift_factor", "must be in (-1000, 1000)");
+    read_latent_scaling(f, p, c.scaling_factor, c.shift_factor);
     c.block_out_channels = f.get_u32_array(p + "block_out_channels");
     c.num_blocks = f.get_u32_array(p + "num_blocks");
     const size_t n = c.block_out_channels.size();
@@ -125,18 +140,14 @@ VaeDecoderConfig read_vae_decoder(const GGUFFile & f) {
     c.norm_num_groups = u32_in(f, p + "norm_num_groups", 1, kMaxChannels);
     one_of(f, p + "act_fn", {"silu"});
     c.mid_block_add_attention = f.get_bool(p + "mid_block_add_attention");
-    c.scaling_factor = f.get_f32(p + "scaling_factor");
-    c.shift_factor = f.get_f32(p + "shift_factor");
-    if (!(c.scaling_factor > 0.0f && c.scaling_factor < 1000.0f)) bad_value(p + "scaling_factor", "must be in (0, 1000)");
-    if (!(c.shift_factor > -1000.0f && c.shift_factor < 1000.0f)) bad_value(p + "shift_factor", "must be in (-1000, 1000)");
+    read_latent_scaling(f, p, c.scaling_factor, c.shift_factor);
     c.block_out_channels = f.get_u32_array(p + "block_out_channels");
     const size_t n = c.block_out_channels.size();
     if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " levels, got " + std::to_string(n));
     for (size_t i = 0; i < n; ++i) {
         const uint32_t ch = c.block_out_channels[i];
         const std::string at = " at level " + std::to_string(i);
-        if (ch < 1 || ch > kMaxChannels) bad_value(p + "block_out_channels", "channel count " + std::to_string(ch) + at + " is outside [1, " + std::to_string(kMaxChannels) + "]");
-        if (ch % c.norm_num_groups != 0) bad_value(p + "block_out_channels", "channel count " + std::to_string(ch) + at + " is not divisible by norm_num_groups " + std::to_string(c.norm_num_groups));
+        check_level_channels(p + "block_out_channels", ch, at, c.norm_num_groups);
     }
     return c;
 }

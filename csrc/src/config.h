@@ -45,7 +45,7 @@ struct TinyDecoderConfig {
     std::vector<uint32_t> block_out_channels;  // equal at every stage (diffusers requires it)
     std::vector<uint32_t> num_blocks;
     uint32_t upsampling_scaling_factor = 0;
-    float scaling_factor = 1.0f;  // latents = vae latents * scaling_factor (+ shift_factor)
+    float scaling_factor = 1.0f;  // the decoder sees latents / scaling_factor + shift_factor
     float shift_factor = 0.0f;
 
     uint32_t upscale() const;  // total: factor ^ (stages - 1)
