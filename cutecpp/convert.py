@@ -1,7 +1,9 @@
 """Converts diffusers model folders into one cutecpp bundle (docs/bundle-format.md).
 
 A UNet2DConditionModel folder becomes the `unet` component, an AutoencoderTiny folder the
-`tiny_decoder` and an AutoencoderKL folder the `vae_decoder` (the decoder halves only).
+`tiny_decoder` and an AutoencoderKL folder the `vae_decoder` (the decoder halves only); a
+folder written by tools/alignment_ref.py's `Alignment.save_pretrained` (the same layout:
+config.json + diffusion_pytorch_model.safetensors) becomes the `alignment` component.
 
 Everything the C++ loader would later refuse is refused here first, with the key
 or tensor named, and the written file is loaded back with the real loader before
@@ -187,9 +189,7 @@ def _settings(config: dict[str, Any], class_name: str, defaults: dict[str, Any],
     that this converter would otherwise silently drop) and a `fixed` key away from its
     default. `also_known` are keys diffusers writes beyond the constructor's (ignored).
     """
-    if config.get("_class_name", class_name) != class_name:
-        article = "an" if class_name[0] in "AEIOU" else "a"
-        raise ConvertError(f"_class_name = {config['_class_name']!r}: expected {article} {class_name} config")
+    _check_class(config, class_name)
     unknown = sorted(k for k in config if not k.startswith("_") and k not in defaults and k not in also_known)
     if unknown:
         raise ConvertError(f"unknown {class_name} setting(s) {', '.join(unknown)}")
@@ -199,6 +199,13 @@ def _settings(config: dict[str, Any], class_name: str, defaults: dict[str, Any],
             raise ConvertError(f"{key} = {settings[key]!r} is not supported by cutecpp "
                                f"(only the diffusers default {defaults[key]!r})")
     return settings
+
+
+def _check_class(config: dict[str, Any], class_name: str) -> None:
+    """A config.json naming another class is another model's folder (a missing name is accepted)."""
+    if config.get("_class_name", class_name) != class_name:
+        article = "an" if class_name[0] in "AEIOU" else "a"
+        raise ConvertError(f"_class_name = {config['_class_name']!r}: expected {article} {class_name} config")
 
 
 def unet_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -346,6 +353,29 @@ def vae_decoder_keys(config: dict[str, Any]) -> KeyValues:
         p + "scaling_factor": (F32, _number("scaling_factor", s["scaling_factor"]), None),
         p + "shift_factor": (F32, shift, None),
     }
+
+
+# --- the alignment module ------------------------------------------------------------------------
+
+# tools/alignment_ref.py's Alignment: its config.json holds exactly these settings (it has no
+# defaults), all written to the bundle.
+ALIGNMENT_CLASS = "Alignment"
+ALIGNMENT_SETTINGS = ("in_dim", "dim", "ctx_dim", "layers", "heads", "ff_mult", "norm_eps")
+
+
+def alignment_keys(config: dict[str, Any]) -> KeyValues:
+    """The cutecpp.alignment.* keys for an Alignment config.json dict (tools/alignment_ref.py)."""
+    _check_class(config, ALIGNMENT_CLASS)
+    unknown = sorted(k for k in config if not k.startswith("_") and k not in ALIGNMENT_SETTINGS)
+    if unknown:
+        raise ConvertError(f"unknown {ALIGNMENT_CLASS} setting(s) {', '.join(unknown)}")
+    missing = [k for k in ALIGNMENT_SETTINGS if k not in config]
+    if missing:
+        raise ConvertError(f"missing {ALIGNMENT_CLASS} setting(s) {', '.join(missing)}")
+    p = "cutecpp.alignment."
+    keys: KeyValues = {p + k: (U32, _u32(k, config[k]), None) for k in ALIGNMENT_SETTINGS if k != "norm_eps"}
+    keys[p + "norm_eps"] = (F32, _number("norm_eps", config["norm_eps"]), None)
+    return keys
 
 
 # Type checks for the values written: the GGUF writer would fail obscurely (or wrap around) on
@@ -583,6 +613,7 @@ PARTS = {
                           ("decoder.",), ("encoder.",)),
     "vae_decoder": _Part("expected a diffusers AutoencoderKL folder such as <model>/vae", vae_decoder_keys,
                          ("decoder.", "post_quant_conv."), ("encoder.", "quant_conv.")),
+    "alignment": _Part("expected an alignment folder written by tools/alignment_ref.py", alignment_keys, ("",)),
 }
 
 # Checkpoints saved before diffusers 0.14 name the VAE's attention layers the old way; diffusers
@@ -644,21 +675,22 @@ def _read_keys(path: Path, keys: Callable[[dict[str, Any]], KeyValues]) -> KeyVa
 
 def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
             unet: str | os.PathLike[str] | None = None, tiny_decoder: str | os.PathLike[str] | None = None,
-            vae: str | os.PathLike[str] | None = None, name: str | None = None,
-            license: str | None = None) -> Summary:
+            vae: str | os.PathLike[str] | None = None, alignment: str | os.PathLike[str] | None = None,
+            name: str | None = None, license: str | None = None) -> Summary:
     """Converts diffusers model folders into one bundle at `out_path`, one component per folder given.
 
     unet: a UNet2DConditionModel folder (component `unet`); tiny_decoder: an AutoencoderTiny
     folder (`tiny_decoder`, decoder half only); vae: an AutoencoderKL folder (`vae_decoder`:
-    post_quant_conv and the decoder). Each folder holds config.json and
-    diffusion_pytorch_model.safetensors. The bundle is loaded back before it replaces `out_path`.
+    post_quant_conv and the decoder); alignment: a folder written by tools/alignment_ref.py
+    (`alignment`). Each folder holds config.json and diffusion_pytorch_model.safetensors. The
+    bundle is loaded back before it replaces `out_path`.
     """
     if dtype not in DTYPES:
         raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    folders = {"unet": unet, "tiny_decoder": tiny_decoder, "vae_decoder": vae}
+    folders = {"unet": unet, "tiny_decoder": tiny_decoder, "vae_decoder": vae, "alignment": alignment}
     given = {component: Path(folder) for component, folder in folders.items() if folder is not None}
     if not given:
-        raise ConvertError("nothing to convert: give a UNet, tiny decoder or VAE folder (at least one)")
+        raise ConvertError("nothing to convert: give a UNet, tiny decoder, VAE or alignment folder (at least one)")
     out = Path(out_path)
     keys = header_keys(model_id, list(given), name, license)
     weights: dict[str, Path] = {}

@@ -76,12 +76,35 @@ class Context:
         )
         return out
 
+    def align(self, states: np.ndarray) -> np.ndarray:
+        """Alignment module: text-encoder states [T, in_dim] or [n, T, in_dim] -> UNet context [.., T, ctx_dim].
+
+        The result has the rank of `states`; [n, T, ctx_dim] is `unet()`'s context. Every token
+        is attended to: give each prompt its own row, without padding.
+        """
+        align = self._component("alignment")
+        states = np.asarray(states)
+        if not np.issubdtype(states.dtype, np.floating):
+            raise ValueError(f"expected floating-point states, got {states.dtype}")
+        if states.ndim not in (2, 3) or states.shape[-1] != align["in_dim"]:
+            raise ValueError(f"expected states [T, {align['in_dim']}] or [n, T, {align['in_dim']}], "
+                             f"got {states.shape}")
+        batch = np.ascontiguousarray(states[None] if states.ndim == 2 else states, dtype=np.float32)
+        n, tokens, _ = batch.shape
+        out = np.empty((n, tokens, align["ctx_dim"]), dtype=np.float32)
+        check(lib.cutecpp_align(self._handle, ffi.from_buffer("float[]", batch), n, tokens,
+                                ffi.from_buffer("float[]", out, require_writable=True)))
+        return out if states.ndim == 3 else out[0]
+
     def set_trace(self, enable: bool) -> None:
         """Keep every block's output of the next evaluations (parity tests, debugging)."""
         check(lib.cutecpp_context_set_trace(self._handle, enable))
 
     def trace(self, name: str) -> np.ndarray:
-        """A block output of the last traced evaluation, e.g. "unet.down_blocks.1", as [n, C, H, W]."""
+        """A block output of the last traced evaluation, e.g. "unet.down_blocks.1", as [n, C, H, W].
+
+        Token sequences ("alignment.blocks.0") come as [1, n, T, C].
+        """
         shape = ffi.new("int64_t[4]")
         count = ffi.new("size_t *")
         key = name.encode()

@@ -8,15 +8,21 @@ writing.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 from gguf import GGUFValueType, GGUFWriter
 
 from cutecpp.bundle import tensor_name
-from cutecpp.convert import header_keys, tiny_decoder_keys, unet_keys, vae_decoder_keys
+from cutecpp.convert import alignment_keys, header_keys, tiny_decoder_keys, unet_keys, vae_decoder_keys
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Small diffusers UNet2DConditionModel configs covering the supported family.
 UNET_CONFIGS: dict[str, dict[str, Any]] = {
@@ -69,6 +75,15 @@ VAE_CONFIGS: dict[str, dict[str, Any]] = {
     "latent16": dict(latent_channels=16, block_out_channels=(8, 16, 16), layers_per_block=2, norm_num_groups=4,
                      down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
                      mid_block_add_attention=False, scaling_factor=0.3611, shift_factor=0.1159),
+}
+
+# Alignment modules (tools/alignment_ref.py): two layers with 3 heads of 8; no layers; one head
+# of 16 with a small eps; and one whose matrices all hold whole q8_0/q4_0 blocks (rows of 32s).
+ALIGNMENT_CONFIGS: dict[str, dict[str, Any]] = {
+    "small": dict(in_dim=32, dim=24, ctx_dim=16, layers=2, heads=3, ff_mult=4, norm_eps=1e-5),
+    "no_layers": dict(in_dim=32, dim=24, ctx_dim=16, layers=0, heads=3, ff_mult=4, norm_eps=1e-5),
+    "one_head": dict(in_dim=12, dim=16, ctx_dim=20, layers=1, heads=1, ff_mult=2, norm_eps=1e-6),
+    "blocks32": dict(in_dim=64, dim=64, ctx_dim=32, layers=2, heads=4, ff_mult=2, norm_eps=1e-5),
 }
 
 
@@ -167,12 +182,55 @@ def vae_decoder_bundle(name: str = "sd", seed: int = 0) -> Bundle:
     return b
 
 
-def full_bundle(seed: int = 0) -> Bundle:
-    """One bundle with every component: the micro UNet, a TAESD-style and an SD-style decoder."""
+@functools.cache
+def alignment_ref() -> ModuleType:
+    """tools/alignment_ref.py (not a package: tools/ is not importable), loaded once."""
+    spec = importlib.util.spec_from_file_location("alignment_ref", ROOT / "tools" / "alignment_ref.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def alignment_config(config: str | dict[str, Any]) -> dict[str, Any]:
+    return dict(ALIGNMENT_CONFIGS[config]) if isinstance(config, str) else dict(config)
+
+
+def make_alignment(config: str | dict[str, Any] = "small", seed: int = 0):
+    """A reference Alignment (a name from ALIGNMENT_CONFIGS or a config dict) with random weights,
+    its norms and biases too (torch starts LayerNorms at 1 and 0)."""
+    import torch
+
+    torch.manual_seed(seed)
+    module = alignment_ref().Alignment(alignment_config(config)).eval()
+    with torch.no_grad():
+        for param in module.parameters():
+            if param.ndim == 1:
+                param.add_(0.2 * torch.randn_like(param))
+    return module
+
+
+def alignment_bundle(config: str | dict[str, Any] = "small", seed: int = 0) -> Bundle:
+    """A valid bundle holding the alignment module `config`, f32."""
+    module = make_alignment(config, seed)
     b = Bundle()
-    parts = [unet_bundle("micro", seed), tiny_decoder_bundle("taesd", seed), vae_decoder_bundle("sd", seed)]
+    b.kv.update(header_keys(f"test-alignment-{seed}", ["alignment"]))
+    b.kv.update(alignment_keys(module.config()))
+    for key, tensor in module.state_dict().items():
+        b.tensors[tensor_name("alignment", key)] = tensor.detach().numpy().astype(np.float32)
+    return b
+
+
+def full_bundle(seed: int = 0) -> Bundle:
+    """One bundle with every component: the micro UNet, a TAESD-style and an SD-style decoder, and
+    an alignment module whose context width is the UNet's."""
+    b = Bundle()
+    ctx_dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
+    parts = [unet_bundle("micro", seed), tiny_decoder_bundle("taesd", seed), vae_decoder_bundle("sd", seed),
+             alignment_bundle(dict(ALIGNMENT_CONFIGS["small"], ctx_dim=ctx_dim), seed)]
     for part in parts:
         b.kv.update(part.kv)
         b.tensors.update(part.tensors)
-    b.kv.update(header_keys(f"test-full-{seed}", ["unet", "tiny_decoder", "vae_decoder"]))
+    b.kv.update(header_keys(f"test-full-{seed}", ["unet", "tiny_decoder", "vae_decoder", "alignment"]))
     return b
+

@@ -555,4 +555,4 @@ def test_cli_converts_several_folders(saved, decoders, tmp_path):
     assert run.returncode == 0, run.stderr
     assert list(cutecpp.Model.load(out).info["config"]["components"]) == ["unet", "tiny_decoder", "vae_decoder"]
     run = run_cli("-o", str(out))
-    assert run.returncode == 2 and "give at least one of --unet, --tiny-decoder and --vae" in run.stderr
+    assert run.returncode == 2 and "give at least one of --unet, --tiny-decoder, --vae and --alignment" in run.stderr

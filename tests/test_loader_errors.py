@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundles import Bundle
+from bundles import Bundle, alignment_bundle
 from click.testing import CliRunner
 from gguf import GGUFValueType
 
@@ -22,6 +22,7 @@ from cutecpp.cli import cli
 
 U32, I32, STR, ARR = GGUFValueType.UINT32, GGUFValueType.INT32, GGUFValueType.STRING, GGUFValueType.ARRAY
 P = "cutecpp.unet."
+A = "cutecpp.alignment."
 SOME_MATRIX = "unet.down_blocks.0.attentions.0.tb.0.attn1.to_q.weight"
 SOME_BIAS = "unet.conv_in.bias"
 
@@ -69,6 +70,23 @@ def wrong_arch(b):
     b.architecture = "llama"
 
 
+def with_alignment(change):
+    """Adds the small alignment module to the bundle, then applies `change`."""
+
+    def add(b):
+        part = alignment_bundle("small")
+        b.kv.update({k: v for k, v in part.kv.items() if k.startswith(A)})
+        b.tensors.update(part.tensors)
+        b.set("cutecpp.components", ARR, ["unet", "alignment"], STR)
+        change(b)
+
+    return add
+
+
+def drop(name):
+    return lambda b: b.tensors.pop(name)
+
+
 BUNDLE_CASES = {
     "wrong architecture": (wrong_arch, cutecpp.ModelError, ["general.architecture", "llama"]),
     "missing format version": (drop_key("cutecpp.format_version"), cutecpp.ModelError, ["missing key", "cutecpp.format_version"]),
@@ -96,6 +114,12 @@ BUNDLE_CASES = {
     "wrong shape": (wrong_shape, cutecpp.ModelError, ["unet.conv_in.weight", "[8, 4, 1, 1]", "[8, 4, 3, 3]"]),
     "unsupported dtype": (int_tensor, cutecpp.UnsupportedError, [SOME_MATRIX, "i32"]),
     "1-D tensor not f32": (f16_bias, cutecpp.UnsupportedError, [SOME_BIAS, "must be f32"]),
+    "alignment heads do not divide": (with_alignment(set_key(A + "heads", U32, 5)), cutecpp.UnsupportedError, [A + "heads", "5 heads do not divide dim 24"]),
+    "alignment absurd layers": (with_alignment(set_key(A + "layers", U32, 1 << 31)), cutecpp.UnsupportedError, [A + "layers", "outside [0, 32]"]),
+    "alignment missing key": (with_alignment(drop_key(A + "in_dim")), cutecpp.ModelError, ["missing key", A + "in_dim"]),
+    "alignment unknown key": (with_alignment(set_key(A + "mask", U32, 1)), cutecpp.ModelError, ["unknown key", A + "mask"]),
+    "alignment missing tensor": (with_alignment(drop("alignment.blocks.1.ff.fc2.weight")), cutecpp.ModelError, ["missing tensor", "alignment.blocks.1.ff.fc2.weight", "[24, 96]"]),
+    "alignment keys without component": (with_alignment(set_key("cutecpp.components", ARR, ["unet"], STR)), cutecpp.ModelError, ["unknown key", A]),
 }
 
 # Cases on the written bytes of the valid bundle (GGUF v3 header: magic 0-3,

@@ -6,7 +6,8 @@
 
 Each folder given becomes one component: --unet a UNet2DConditionModel (unet),
 --tiny-decoder an AutoencoderTiny (tiny_decoder), --vae an AutoencoderKL
-(vae_decoder); of the autoencoders only the decoder half is stored. At least one
+(vae_decoder), --alignment an alignment module saved by tools/alignment_ref.py
+(alignment); of the autoencoders only the decoder half is stored. At least one
 folder is needed. The result is loaded back with cutecpp's own loader before it
 is put in place, so a bundle this writes is one cutecpp accepts. Errors are one
 line on stderr, exit 1.
@@ -30,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny-decoder", type=Path, metavar="DIR",
                         help=f"diffusers AutoencoderTiny (TAESD-style) folder ({FOLDER})")
     parser.add_argument("--vae", type=Path, metavar="DIR", help=f"diffusers AutoencoderKL folder ({FOLDER})")
+    parser.add_argument("--alignment", type=Path, metavar="DIR",
+                        help=f"alignment module saved by tools/alignment_ref.py ({FOLDER})")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.gguf", help="bundle to write")
     parser.add_argument("--dtype", choices=list(DTYPES), default="f16",
                         help="storage of tensors with 2+ dims; 1-D tensors are always f32, and q8_0/q4_0 "
@@ -38,8 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", help="general.name, shown by `cutecpp info --model`")
     parser.add_argument("--license", metavar="SPDX", help="general.license, e.g. MIT or CreativeML-OpenRAIL-M")
     args = parser.parse_args(argv)
-    if args.unet is None and args.tiny_decoder is None and args.vae is None:
-        parser.error("give at least one of --unet, --tiny-decoder and --vae")
+    if args.unet is None and args.tiny_decoder is None and args.vae is None and args.alignment is None:
+        parser.error("give at least one of --unet, --tiny-decoder, --vae and --alignment")
     return args
 
 
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     model_id = args.model_id if args.model_id is not None else args.output.stem
     try:
         summary = convert(args.output, args.dtype, model_id, unet=args.unet, tiny_decoder=args.tiny_decoder,
-                          vae=args.vae, name=args.name, license=args.license)
+                          vae=args.vae, alignment=args.alignment, name=args.name, license=args.license)
     except (ConvertError, CutecppError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -122,13 +122,23 @@ CUTECPP_API cutecpp_status cutecpp_vae_decode(struct cutecpp_context * ctx,
                                               const float * latents, int32_t n, int32_t height, int32_t width,
                                               float * out);
 
+// Maps text-encoder hidden states to the UNet's cross-attention context with
+// the bundle's alignment module (docs/bundle-format.md):
+//   states [n, n_tokens, in_dim] -> out [n, n_tokens, ctx_dim]
+// float32, C order; 1 <= n <= 64, 1 <= n_tokens <= 4096. Every token of a row
+// is attended to (no padding mask). Planned once per (n, n_tokens) and reused.
+CUTECPP_API cutecpp_status cutecpp_align(struct cutecpp_context * ctx, const float * states, int32_t n,
+                                         int32_t n_tokens, float * out);
+
 // Debugging and parity tests: with tracing on, evaluations keep the output of
 // every block ("unet.conv_in", "unet.down_blocks.0", ..., "unet.mid_block",
 // "unet.up_blocks.0", ..., "unet.conv_out"; the decoders: "tiny_decoder.decoder.layers.<i>",
 // "vae_decoder.post_quant_conv", "vae_decoder.decoder.conv_in", "vae_decoder.decoder.mid_block",
-// "vae_decoder.decoder.up_blocks.<i>", "vae_decoder.decoder.conv_out"); cutecpp_context_trace_get copies
-// one into out (C order; shape gets [n, C, H, W]) and sets *count to its
-// element count. out may be NULL to ask for the count and shape only.
+// "vae_decoder.decoder.up_blocks.<i>", "vae_decoder.decoder.conv_out"; the alignment module:
+// "alignment.proj_in", "alignment.blocks.<i>", "alignment.proj_out"); cutecpp_context_trace_get copies
+// one into out (C order; shape gets [n, C, H, W], or [1, n, T, C] for token
+// sequences) and sets *count to its element count. out may be NULL to ask for
+// the count and shape only.
 CUTECPP_API cutecpp_status cutecpp_context_set_trace(struct cutecpp_context * ctx, bool enable);
 CUTECPP_API cutecpp_status cutecpp_context_trace_get(const struct cutecpp_context * ctx, const char * name,
                                                      float * out, size_t capacity, int64_t * shape,

@@ -179,6 +179,14 @@ cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx, const float * sam
     });
 }
 
+cutecpp_status cutecpp_align(struct cutecpp_context * ctx, const float * states, int32_t n, int32_t n_tokens,
+                             float * out) {
+    return guard([&] {
+        if (!ctx || !states || !out) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_align: NULL argument");
+        ctx->align(states, n, n_tokens, out);
+    });
+}
+
 int32_t cutecpp_context_n_threads(const struct cutecpp_context * ctx) { return ctx ? ctx->n_threads : 0; }
 
 }  // extern "C"

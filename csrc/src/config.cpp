@@ -18,6 +18,8 @@ constexpr uint32_t kMaxLayersPerBlock = 8;
 constexpr uint32_t kMaxHeads = 128;
 constexpr uint32_t kMaxLatentChannels = 64;
 constexpr uint32_t kMaxSampleSize = 1024;
+constexpr uint32_t kMaxAlignmentLayers = 32;
+constexpr uint32_t kMaxFeedForwardMult = 8;
 constexpr size_t kMaxIdLength = 256;
 
 [[noreturn]] void bad_value(const std::string & key, const std::string & why) {
@@ -152,6 +154,23 @@ VaeDecoderConfig read_vae_decoder(const GGUFFile & f) {
     return c;
 }
 
+AlignmentConfig read_alignment(const GGUFFile & f) {
+    const std::string p = "cutecpp.alignment.";
+    AlignmentConfig c;
+    c.in_dim = u32_in(f, p + "in_dim", 1, kMaxChannels);
+    c.dim = u32_in(f, p + "dim", 1, kMaxChannels);
+    c.ctx_dim = u32_in(f, p + "ctx_dim", 1, kMaxChannels);
+    c.layers = u32_in(f, p + "layers", 0, kMaxAlignmentLayers);
+    c.heads = u32_in(f, p + "heads", 1, kMaxHeads);
+    c.ff_mult = u32_in(f, p + "ff_mult", 1, kMaxFeedForwardMult);
+    c.norm_eps = f.get_f32(p + "norm_eps");
+    if (!(c.norm_eps > 0.0f && c.norm_eps < 1.0f)) bad_value(p + "norm_eps", "must be in (0, 1)");
+    if (c.dim % c.heads != 0) {
+        bad_value(p + "heads", std::to_string(c.heads) + " heads do not divide dim " + std::to_string(c.dim));
+    }
+    return c;
+}
+
 }  // namespace
 
 uint32_t TinyDecoderConfig::upscale() const {
@@ -188,8 +207,10 @@ BundleConfig read_config(const GGUFFile & f) {
             c.tiny_decoder = read_tiny_decoder(f);
         } else if (comp == "vae_decoder") {
             c.vae_decoder = read_vae_decoder(f);
+        } else if (comp == "alignment") {
+            c.alignment = read_alignment(f);
         } else {
-            bad_value("cutecpp.components", "unknown component '" + comp + "' (supported: unet, tiny_decoder, vae_decoder)");
+            bad_value("cutecpp.components", "unknown component '" + comp + "' (supported: unet, tiny_decoder, vae_decoder, alignment)");
         }
     }
 
@@ -209,6 +230,7 @@ TensorShapes expected_tensors(const BundleConfig & config) {
     if (config.unet) add_unet_tensors(*config.unet, "unet.", out);
     if (config.tiny_decoder) add_tiny_decoder_tensors(*config.tiny_decoder, "tiny_decoder.", out);
     if (config.vae_decoder) add_vae_decoder_tensors(*config.vae_decoder, "vae_decoder.", out);
+    if (config.alignment) add_alignment_tensors(*config.alignment, "alignment.", out);
     return out;
 }
 
@@ -264,6 +286,18 @@ std::string config_json(const BundleConfig & c) {
             {"mid_block_add_attention", d.mid_block_add_attention ? "true" : "false"},
             {"scaling_factor", num(d.scaling_factor)},
             {"shift_factor", num(d.shift_factor)},
+        }));
+    }
+    if (c.alignment) {
+        const AlignmentConfig & a = *c.alignment;
+        comps.emplace_back("alignment", object({
+            {"in_dim", u(a.in_dim)},
+            {"dim", u(a.dim)},
+            {"ctx_dim", u(a.ctx_dim)},
+            {"layers", u(a.layers)},
+            {"heads", u(a.heads)},
+            {"ff_mult", u(a.ff_mult)},
+            {"norm_eps", num(a.norm_eps)},
         }));
     }
     return object({

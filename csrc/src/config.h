@@ -68,6 +68,21 @@ struct VaeDecoderConfig {
     uint32_t upscale() const { return 1u << (block_out_channels.size() - 1); }
 };
 
+// The alignment module (tools/alignment_ref.py): text-encoder states [T, in_dim]
+// -> UNet cross-attention context [T, ctx_dim]. LayerNorm + Linear in, `layers`
+// pre-norm transformer encoder layers (self-attention with `heads` heads,
+// biased q/k/v/out; GELU feed-forward of width ff_mult * dim), LayerNorm +
+// Linear out. Every LayerNorm uses norm_eps.
+struct AlignmentConfig {
+    uint32_t in_dim = 0;
+    uint32_t dim = 0;
+    uint32_t ctx_dim = 0;
+    uint32_t layers = 0;   // 0 allowed: norm_in, proj_in, norm_out, proj_out only
+    uint32_t heads = 0;    // divides dim
+    uint32_t ff_mult = 0;
+    float norm_eps = 0.0f;
+};
+
 struct BundleConfig {
     uint32_t format_version = 0;
     std::string model_id;
@@ -77,6 +92,7 @@ struct BundleConfig {
     std::optional<UnetConfig> unet;
     std::optional<TinyDecoderConfig> tiny_decoder;
     std::optional<VaeDecoderConfig> vae_decoder;
+    std::optional<AlignmentConfig> alignment;
 };
 
 // Reads and validates every cutecpp.* key; an unknown cutecpp.* key, a
@@ -93,6 +109,7 @@ TensorShapes expected_tensors(const BundleConfig & config);
 void add_unet_tensors(const UnetConfig & c, const std::string & prefix, TensorShapes & out);
 void add_tiny_decoder_tensors(const TinyDecoderConfig & c, const std::string & prefix, TensorShapes & out);
 void add_vae_decoder_tensors(const VaeDecoderConfig & c, const std::string & prefix, TensorShapes & out);
+void add_alignment_tensors(const AlignmentConfig & c, const std::string & prefix, TensorShapes & out);
 
 std::string config_json(const BundleConfig & config);
 

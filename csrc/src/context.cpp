@@ -1,5 +1,6 @@
 #include "context.h"
 
+#include "alignment.h"
 #include "error.h"
 #include "tiny_decoder.h"
 #include "unet.h"
@@ -21,9 +22,11 @@ using namespace cutecpp;
 namespace {
 
 constexpr size_t kMaxGraphNodes = 16384;
+constexpr int kMaxBatch = 64;
+constexpr int kMaxAlignTokens = 4096;
 
 void check_batch_and_side(int n, int h, int w, int multiple) {
-    if (n < 1 || n > 64) fail(CUTECPP_ERR_INVALID_ARGUMENT, "batch size must be 1 to 64");
+    if (n < 1 || n > kMaxBatch) fail(CUTECPP_ERR_INVALID_ARGUMENT, "batch size must be 1 to " + std::to_string(kMaxBatch));
     if (h < 1 || w < 1 || h > 1024 || w > 1024 || h % multiple || w % multiple) {
         fail(CUTECPP_ERR_INVALID_ARGUMENT, "latent height and width must be 1 to 1024 and multiples of " +
                                                std::to_string(multiple) + ", got " + std::to_string(h) + "x" +
@@ -45,6 +48,7 @@ cutecpp_context::~cutecpp_context() {
     release(unet_);
     release(tiny_);
     release(vae_);
+    release(align_);
     ggml_backend_free(backend_);
 }
 
@@ -189,6 +193,21 @@ void cutecpp_context::vae_decode(const float * latents, int n, int h, int w, flo
     if (!model.config.vae_decoder) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no vae_decoder component");
     const VaeDecoderConfig & c = *model.config.vae_decoder;
     decode(vae_, build_vae_decoder, c.latent_channels, c.upscale(), latents, n, h, w, out);
+}
+
+void cutecpp_context::align(const float * states, int n, int t, float * out) {
+    if (!model.config.alignment) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no alignment component");
+    const AlignmentConfig & c = *model.config.alignment;
+    if (n < 1 || n > kMaxBatch) fail(CUTECPP_ERR_INVALID_ARGUMENT, "batch size must be 1 to " + std::to_string(kMaxBatch));
+    if (t < 1 || t > kMaxAlignTokens) {
+        fail(CUTECPP_ERR_INVALID_ARGUMENT, "states must have 1 to " + std::to_string(kMaxAlignTokens) + " tokens, got " +
+                                               std::to_string(t));
+    }
+    plan(align_, {n, t}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
+        in = {ggml_new_tensor_3d(ctx, GGML_TYPE_F32, c.in_dim, t, n)};
+        return build_alignment(ctx, model, in[0], blocks);
+    });
+    run(align_, {states}, out);
 }
 
 size_t cutecpp_context::trace_get(const std::string & name, float * out, size_t capacity, int64_t shape[4]) const {

@@ -29,10 +29,14 @@ struct cutecpp_context {
     // latents [n, C, h, w] (as the UNet produced them) -> image [n, 3, h*f, w*f], about [-1, 1]
     // (not clamped): the SD VAE decoder, after latents / scaling_factor + shift_factor.
     void vae_decode(const float * latents, int n, int h, int w, float * out);
+    // states [n, t, in_dim] (the text encoder's) -> context [n, t, ctx_dim] for the UNet (C order):
+    // the alignment module.
+    void align(const float * states, int n, int t, float * out);
 
     // Keep each block's output of the next evaluations for trace_get().
     void set_trace(bool enable) { trace_ = enable; }
-    // Copies a traced block output of the last evaluation (C order [n, C, H, W]);
+    // Copies a traced block output of the last evaluation (C order [n, C, H, W]; token
+    // sequences [1, n, T, C]);
     // returns its element count, or fails naming the blocks there are.
     size_t trace_get(const std::string & name, float * out, size_t capacity, int64_t shape[4]) const;
 
@@ -67,6 +71,7 @@ private:
     Planned unet_;
     Planned tiny_;
     Planned vae_;
+    Planned align_;
     const Planned * last_ = nullptr;  // the last evaluation, if it was traced
     bool trace_ = false;
     int profile_ = 0;  // CUTECPP_PROFILE: 1 times each node by op, 2 also by matmul shape
