@@ -13,6 +13,8 @@ from .errors import (
 )
 from .info import default_model_path, system_info
 from .model import Context, Model
+from .prompt import PromptError, check_prompt, parse_prompt
+from .vocab import load_vocabulary
 
 __version__ = text(lib.cutecpp_version())
 
@@ -26,8 +28,12 @@ __all__ = [
     "Model",
     "ModelError",
     "OutOfMemoryError",
+    "PromptError",
     "UnsupportedError",
     "__version__",
+    "check_prompt",
     "default_model_path",
+    "load_vocabulary",
+    "parse_prompt",
     "system_info",
 ]

@@ -80,6 +80,78 @@ def info(model_path: str | None, as_json: bool) -> None:
         _print_model(described)
 
 
+_CATEGORY_TITLES = {
+    "animal": "小动物 animals", "item": "穿戴和拿着的东西 things to wear or hold", "verb": "动作 verbs",
+    "colour": "颜色 colours", "count": "数量 counts", "place": "地方和景物 places", "light": "光 light",
+    "expression": "样子 moods", "filler": "可以省略的词 words left out", "refuse": "画不了的词 words refused",
+    "rewrite": "会换掉的词 words rewritten",
+}
+
+
+def _entry_line(e: Any, vocab: Any) -> str:
+    """One entry for people: canonical words and emoji first, then what else matters for it."""
+    head = f"  {e.zh_word or '-'}  {e.en_word or '-'}" + (f"  {e.emoji}" if e.emoji else "")
+    more = [w for w in (*e.zh[1:], *e.en[1:])]
+    if e.category == "item":
+        verbs = "/".join(vocab.get(v).zh_word for v in e.verbs)
+        head += f"  [{e.slot}; {verbs}{'; any colour' if e.recolour else ''}]"
+    elif e.category == "refuse":
+        head = f"  {' '.join((*e.zh, *e.en))}: {e.reason['zh']} / {e.reason['en']}".replace("{word}", "…")
+        more = []
+    elif e.category == "rewrite":
+        head = f"  {' '.join((*e.zh, *e.en))} -> {' '.join(e.to)}"
+        more = []
+    elif e.category == "filler":
+        head, more = f"  {' '.join((*e.zh, *e.en))}", []
+    return head + (f"  ({', '.join(more)})" if more else "")
+
+
+@cli.command()
+@click.option("--category", "-c", "category", help="Only this category (animal, item, place, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def words(category: str | None, as_json: bool) -> None:
+    """List the words cutecpp knows, by category: Chinese words with their English glosses."""
+    from .vocab import CATEGORIES, load_vocabulary
+
+    if category is not None and category not in CATEGORIES:
+        raise click.ClickException(f"unknown category {category!r} (choose from: {', '.join(CATEGORIES)})")
+    try:
+        vocab = load_vocabulary()
+    except CutecppError as exc:
+        raise click.ClickException(str(exc)) from None
+    shown = [category] if category else list(CATEGORIES)
+    if as_json:
+        _print_json({"format_version": vocab.version, "licence": vocab.licence,
+                     "entries": {c: [e.as_dict() for e in vocab.entries(c)] for c in shown}})
+        return
+    for name in shown:
+        entries = vocab.entries(name)
+        click.echo(f"{name} ({len(entries)}): {_CATEGORY_TITLES.get(name, name)}")
+        for e in entries:
+            click.echo(_entry_line(e, vocab))
+
+
+@cli.command()
+@click.argument("prompt", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (exit status 1 on refusal).")
+def check(prompt: tuple[str, ...], as_json: bool) -> None:
+    """Show how PROMPT is understood, or why it cannot be drawn (exit status 1)."""
+    from .prompt import check_prompt
+
+    try:
+        result = check_prompt(" ".join(prompt))
+    except CutecppError as exc:  # a broken vocabulary, not a refused prompt
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _print_json(result.as_dict())
+        if not result.ok:
+            sys.exit(1)
+        return
+    if not result.ok:
+        raise click.ClickException(str(result))
+    click.echo(str(result))
+
+
 def main() -> None:
     """Entry point: the click group, with any unexpected error kept to one line."""
     try:
