@@ -2,6 +2,7 @@
 
 from ._binding import lib, text
 from .errors import (
+    CancelledError,
     CutecppError,
     FileError,
     FormatError,
@@ -14,11 +15,14 @@ from .errors import (
 from .info import default_model_path, system_info
 from .model import Context, Model
 from .prompt import PromptError, check_prompt, parse_prompt
+from .sampling import SAMPLERS, rng_normal
 from .vocab import load_vocabulary
 
 __version__ = text(lib.cutecpp_version())
 
 __all__ = [
+    "SAMPLERS",
+    "CancelledError",
     "Context",
     "CutecppError",
     "FileError",
@@ -35,5 +39,6 @@ __all__ = [
     "default_model_path",
     "load_vocabulary",
     "parse_prompt",
+    "rng_normal",
     "system_info",
 ]

@@ -24,9 +24,14 @@ def cdef_source(header_text: str) -> str:
     return match.group(1).replace("CUTECPP_API ", "")
 
 
+# Python functions the C core calls back, defined with @ffi.def_extern() (cutecpp/sampling.py):
+# no runtime-generated machine code, unlike ffi.callback().
+PYTHON_CALLBACKS = 'extern "Python" bool _cutecpp_progress(int32_t, int32_t, void *);\n'
+
+
 def make_ffi() -> cffi.FFI:
     ffi = cffi.FFI()
-    ffi.cdef(cdef_source(HEADER.read_text(encoding="utf-8")))
+    ffi.cdef(cdef_source(HEADER.read_text(encoding="utf-8")) + PYTHON_CALLBACKS)
     ffi.set_source("cutecpp._cutecpp_cffi", '#include "cutecpp.h"')
     return ffi
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from .errors import CutecppError
+from .sampling import SAMPLERS
 
 
 def _print_json(obj: Any) -> None:
@@ -39,7 +41,8 @@ def _print_model(info: dict[str, Any]) -> None:
     click.echo(f"tensors:    {info['n_tensors']} ({info['n_params']:,} parameters)")
     for dtype, use in info["dtypes"].items():
         click.echo(f"  {dtype:<8}  {use['tensors']:>5} tensors  {_human_bytes(use['bytes'])}")
-    for name, comp in cfg["components"].items():
+    sections = {**cfg["components"], **({"sampling": cfg["sampling"]} if cfg.get("sampling") else {})}
+    for name, comp in sections.items():
         click.echo(f"{name}:")
         for key, value in comp.items():
             click.echo(f"  {key}: {value}")
@@ -150,6 +153,166 @@ def check(prompt: tuple[str, ...], as_json: bool) -> None:
     if not result.ok:
         raise click.ClickException(str(result))
     click.echo(str(result))
+
+
+class _Bar:
+    """A progress bar on stderr when it is a terminal (and NO_COLOR-safe: no colours used); silent otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar = None
+        self.done = 0
+        self.show = sys.stderr.isatty()
+
+    def update(self, done: int, total: int) -> None:
+        if not self.show:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_percent=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+        self.done = 0
+
+
+def _load_pipeline(model: str | None, threads: int | None, cache: bool):
+    from .pipeline import Pipeline
+
+    bars: dict[str, _Bar] = {}
+
+    def build_progress(stage: str, done: int, total: int) -> None:
+        label = {"verify": "text encoder: checking the parts", "prune": "text encoder: building"}.get(stage, stage)
+        bars.setdefault(stage, _Bar(label)).update(done, total)
+
+    try:
+        return Pipeline.load(model, threads, cache=cache, build_progress=build_progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+def _output_paths(output: str | None, fmt: str | None, count: int, seed: int) -> tuple[list[Path], str]:
+    """Where the pictures go; the format comes from --format, else the suffix, else WebP."""
+    if output is None:
+        fmt = fmt or "webp"
+        base = Path(f"cutecpp-{seed}.{fmt}")
+    else:
+        base = Path(output)
+        suffix = base.suffix.lower().lstrip(".")
+        if fmt is None:
+            fmt = suffix if suffix in ("webp", "png") else "webp"
+        if suffix not in ("webp", "png"):
+            base = base.with_name(base.name + f".{fmt}")
+    if count == 1:
+        return [base], fmt
+    return [base.with_name(f"{base.stem}-{i + 1}{base.suffix}") for i in range(count)], fmt
+
+
+@cli.command()
+@click.argument("prompt", nargs=-1, required=True)
+@click.option("-o", "--output", help="Picture file (default: cutecpp-SEED.webp); with --count N, -1 .. -N are added.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Same seed, same picture (default: random).")
+@click.option("--steps", type=click.IntRange(1, 1000), help="Denoising steps (default: the model's).")
+@click.option("--sampler", type=click.Choice(list(SAMPLERS)),
+              help="Sampler (default: the model's).")
+@click.option("--cfg", type=click.FloatRange(0, 30), help="Guidance scale (default: the model's; 1 turns it off).")
+@click.option("--size", type=int, help="Picture width and height in pixels (default: 512).")
+@click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: all available).")
+@click.option("--model", type=click.Path(dir_okay=False), help="Model bundle (default: the shipped model).")
+@click.option("--format", "fmt", type=click.Choice(["webp", "png"]),
+              help="Picture format (default: from -o, else webp).")
+@click.option("--count", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="How many pictures (seeds N, N+1, ...).")
+@click.option("--no-cache", is_flag=True, help="Always draw; neither read nor write the picture cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print metadata and timings as JSON.")
+def generate(prompt: tuple[str, ...], output: str | None, seed: int | None, steps: int | None, sampler: str | None,
+             cfg: float | None, size: int | None, threads: int | None, model: str | None, fmt: str | None,
+             count: int, no_cache: bool, as_json: bool) -> None:
+    """Draw PROMPT, e.g. cutecpp generate "小熊 穿蓝裤子 冰山上 笑" -o bear.webp
+
+    Prints the picture's path (one line per picture) on stdout.
+    """
+    import secrets
+
+    from .prompt import parse_prompt
+
+    text_prompt = " ".join(prompt)
+    try:
+        parsed = parse_prompt(text_prompt)  # refuse before loading anything
+        for notice in parsed.notices:
+            click.echo(notice, err=True)
+        if seed is None:
+            seed = secrets.randbits(31)
+        paths, fmt = _output_paths(output, fmt, count, seed)
+        for path in paths:
+            if path.is_dir():
+                raise click.ClickException(f"{path}: is a directory; give a file name")
+            if not (path.parent if str(path.parent) else Path(".")).is_dir():
+                raise click.ClickException(f"{path}: the folder {path.parent} does not exist")
+        pipe = _load_pipeline(model, threads, cache=not no_cache)
+        results = []
+        for i, path in enumerate(paths):
+            bar = _Bar(f"drawing {path.name}")
+            try:
+                res = pipe.generate(text_prompt, seed=seed + i, steps=steps, sampler=sampler, cfg=cfg, size=size,
+                                    progress=lambda step, n, bar=bar: bar.update(step, n), use_cache=not no_cache)
+            finally:
+                bar.close()
+            res.save(path, fmt)
+            results.append((path, res))
+            if not as_json:
+                click.echo(str(path))
+    except CutecppError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _print_json([{"path": str(p), **r.meta, "timings_ms": r.timings, "cached": r.cached,
+                      "notices": list(r.notices)} for p, r in results])
+
+
+@cli.command()
+@click.option("--model", type=click.Path(dir_okay=False), help="Prepare for this bundle (default: the shipped model).")
+def setup(model: str | None) -> None:
+    """Build the text encoder now (it is otherwise built on the first picture): for kiosk images."""
+    try:
+        pipe = _load_pipeline(model, None, cache=False)
+    except CutecppError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"text encoder: {pipe.encoder.path}")
+
+
+@cli.command()
+@click.option("--model", type=click.Path(dir_okay=False), help="Benchmark this bundle (default: the shipped model).")
+@click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True, help="Warm pictures to time.")
+@click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: all available).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def bench(model: str | None, runs: int, threads: int | None, as_json: bool) -> None:
+    """End-to-end benchmark: cold load, warm ms per 512x512 picture, per-stage split, peak RSS."""
+    from .bench import run_bench
+
+    try:
+        report = run_bench(model, runs=runs, threads=threads)
+    except CutecppError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _print_json(report)
+        return
+    click.echo(f"model:        {report['model_id']} ({report['model']})")
+    if report["random_weights"]:
+        click.echo("              (random weights: timings only, the pictures are noise)")
+    click.echo(f"settings:     {report['settings']}")
+    click.echo(f"cold:         {report['cold_load_ms']:.0f} ms load, {report['cold_first_picture_ms']:.0f} ms "
+               f"first picture ({report['cold_total_ms']:.0f} ms from process start)")
+    warm = report["warm_ms"]
+    click.echo(f"warm:         {warm['total']:.0f} ms per picture (text {warm['text']:.0f}, denoise "
+               f"{warm['denoise']:.0f}, decode {warm['decode']:.0f}; median of {runs})")
+    click.echo(f"peak RSS:     {report['peak_rss_mb']:.0f} MB")
 
 
 def main() -> None:

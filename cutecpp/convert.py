@@ -378,6 +378,136 @@ def alignment_keys(config: dict[str, Any]) -> KeyValues:
     return keys
 
 
+# --- the sampling section ------------------------------------------------------------------------
+
+F64 = GGUFValueType.FLOAT64
+# cutecpp.sampling.*: the model's training noise schedule and its sampling defaults (all required).
+SAMPLING_SETTINGS = ("prediction", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
+                     "timestep_spacing", "steps_offset", "flow_shift", "default_sampler", "default_steps",
+                     "default_cfg")
+SAMPLING_TYPES = {"prediction": STR, "num_train_timesteps": U32, "beta_schedule": STR, "beta_start": F64,
+                  "beta_end": F64, "timestep_spacing": STR, "steps_offset": U32, "flow_shift": F64,
+                  "default_sampler": STR, "default_steps": U32, "default_cfg": F32}
+
+# The training-schedule settings of diffusers' discrete-time schedulers, with their __init__
+# defaults in diffusers 0.42 (checked by the tests); the spacing default differs per class.
+_DISCRETE_DEFAULTS: dict[str, Any] = {
+    "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+    "trained_betas": None, "prediction_type": "epsilon", "steps_offset": 0, "rescale_betas_zero_snr": False,
+}
+# Scheduler class -> (the sampler it becomes the bundle's default, its training-schedule defaults).
+SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
+    "EulerAncestralDiscreteScheduler": ("euler_a", {**_DISCRETE_DEFAULTS, "timestep_spacing": "linspace"}),
+    "EulerDiscreteScheduler": ("euler", {**_DISCRETE_DEFAULTS, "timestep_spacing": "linspace"}),
+    "DPMSolverMultistepScheduler": ("dpmpp_2m_karras", {**_DISCRETE_DEFAULTS, "timestep_spacing": "linspace"}),
+    "LCMScheduler": ("lcm", {**_DISCRETE_DEFAULTS, "beta_start": 0.00085, "beta_end": 0.012,
+                             "beta_schedule": "scaled_linear", "timestep_spacing": "leading"}),
+    "DDIMScheduler": ("euler_a", {**_DISCRETE_DEFAULTS, "timestep_spacing": "leading"}),
+    "PNDMScheduler": ("euler_a", {**{k: v for k, v in _DISCRETE_DEFAULTS.items() if k != "rescale_betas_zero_snr"},
+                                  "timestep_spacing": "leading"}),
+    "DDPMScheduler": ("euler_a", {**_DISCRETE_DEFAULTS, "timestep_spacing": "leading"}),
+    "FlowMatchEulerDiscreteScheduler": ("flow_euler", {
+        "num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False, "invert_sigmas": False,
+        "shift_terminal": None, "use_karras_sigmas": False, "use_exponential_sigmas": False,
+        "use_beta_sigmas": False}),
+}
+# Settings that would change the noise schedule the model was trained with (not just how one
+# scheduler samples it) and that cutecpp does not implement: refused unless at the default.
+_SCHEDULE_FIXED = {"trained_betas", "rescale_betas_zero_snr", "use_dynamic_shifting", "invert_sigmas",
+                   "shift_terminal", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"}
+_PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v_prediction"}
+DEFAULT_STEPS = {"lcm": 4}  # else 20
+DEFAULT_CFG = {"lcm": 1.0}  # else 7.5
+SCHEDULER_CONFIG_FILE = "scheduler_config.json"
+
+
+def scheduler_config_to_sampling(scheduler_config_json: str | os.PathLike[str] | dict[str, Any], *,
+                                 default_sampler: str | None = None, default_steps: int | None = None,
+                                 default_cfg: float | None = None) -> dict[str, Any]:
+    """The sampling dict for `convert(sampling=...)` from a diffusers scheduler config.
+
+    scheduler_config_json: a scheduler folder (holding scheduler_config.json), the JSON file, or
+    its parsed dict. The training schedule (betas, timesteps, prediction type, spacing, offset;
+    flow models: the shift) is carried over; the class picks the default sampler (Euler
+    ancestral for DDIM, PNDM and DDPM, which cutecpp does not implement), unless
+    `default_sampler` is given. Settings of one particular scheduler (solver order, Karras
+    sigmas for Euler, ...) are not carried over: cutecpp's samplers are fixed (docs/bundle-format.md).
+    """
+    config, where = _scheduler_config(scheduler_config_json)
+    name = config.get("_class_name")
+    if name not in SCHEDULER_CLASSES:
+        raise ConvertError(f"{where}_class_name = {name!r}: not a scheduler cutecpp reads "
+                           f"(supported: {', '.join(SCHEDULER_CLASSES)})")
+    sampler, defaults = SCHEDULER_CLASSES[name]
+    settings = {**defaults, **{k: v for k, v in config.items() if k in defaults}}
+    for key in sorted(_SCHEDULE_FIXED & defaults.keys()):
+        if settings[key] != defaults[key]:
+            raise ConvertError(f"{where}{key} = {settings[key]!r} is not supported by cutecpp "
+                               f"(only the diffusers default {defaults[key]!r})")
+    if name == "FlowMatchEulerDiscreteScheduler":
+        sampling = {"prediction": "flow", "num_train_timesteps": settings["num_train_timesteps"],
+                    "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+                    "timestep_spacing": "linspace", "steps_offset": 0, "flow_shift": settings["shift"]}
+    else:
+        prediction = settings["prediction_type"]
+        if prediction not in _PREDICTIONS:
+            raise ConvertError(f"{where}prediction_type = {prediction!r} is not supported by cutecpp "
+                               f"(only {' or '.join(_PREDICTIONS)})")
+        sampling = {"prediction": _PREDICTIONS[prediction], "flow_shift": 1.0,
+                    **{k: settings[k] for k in ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
+                                                "timestep_spacing", "steps_offset")}}
+    sampler = sampler if default_sampler is None else default_sampler
+    sampling["default_sampler"] = sampler
+    sampling["default_steps"] = DEFAULT_STEPS.get(sampler, 20) if default_steps is None else default_steps
+    sampling["default_cfg"] = DEFAULT_CFG.get(sampler, 7.5) if default_cfg is None else default_cfg
+    return sampling
+
+
+def _scheduler_config(source: str | os.PathLike[str] | dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The parsed config and a "<file>: " prefix for messages."""
+    if isinstance(source, dict):
+        return source, ""
+    path = Path(source)
+    if path.is_dir():
+        path = path / SCHEDULER_CONFIG_FILE
+    if not path.is_file():
+        raise ConvertError(f"{path}: no such file (expected a diffusers scheduler folder or its "
+                           f"{SCHEDULER_CONFIG_FILE})")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSON or UTF-8 decoding
+        raise ConvertError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ConvertError(f"{path}: not a JSON object")
+    return config, f"{path}: "
+
+
+def sampling_keys(sampling: dict[str, Any]) -> KeyValues:
+    """The cutecpp.sampling.* keys for a sampling dict holding exactly SAMPLING_SETTINGS.
+
+    Types are checked here; values (ranges, names, a default sampler that fits the prediction
+    type) by the loader, which every converted bundle goes through.
+    """
+    unknown = sorted(set(sampling) - set(SAMPLING_SETTINGS))
+    if unknown:
+        raise ConvertError(f"unknown sampling setting(s) {', '.join(unknown)}")
+    missing = [k for k in SAMPLING_SETTINGS if k not in sampling]
+    if missing:
+        raise ConvertError(f"missing sampling setting(s) {', '.join(missing)}")
+    keys: KeyValues = {}
+    for key in SAMPLING_SETTINGS:
+        vtype, value = SAMPLING_TYPES[key], sampling[key]
+        if vtype == STR:
+            if not isinstance(value, str):
+                raise ConvertError(f"{key} = {value!r}: expected a string")
+        elif vtype == U32:
+            value = _u32(key, value)
+        else:
+            value = _number(key, value)
+        keys["cutecpp.sampling." + key] = (vtype, value, None)
+    return keys
+
+
 # Type checks for the values written: the GGUF writer would fail obscurely (or wrap around) on
 # anything else. Ranges are the loader's business, so they are checked in one place only.
 def _u32(key: str, value: Any) -> int:
@@ -676,14 +806,16 @@ def _read_keys(path: Path, keys: Callable[[dict[str, Any]], KeyValues]) -> KeyVa
 def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
             unet: str | os.PathLike[str] | None = None, tiny_decoder: str | os.PathLike[str] | None = None,
             vae: str | os.PathLike[str] | None = None, alignment: str | os.PathLike[str] | None = None,
-            name: str | None = None, license: str | None = None) -> Summary:
+            sampling: dict[str, Any] | None = None, name: str | None = None,
+            license: str | None = None) -> Summary:
     """Converts diffusers model folders into one bundle at `out_path`, one component per folder given.
 
     unet: a UNet2DConditionModel folder (component `unet`); tiny_decoder: an AutoencoderTiny
     folder (`tiny_decoder`, decoder half only); vae: an AutoencoderKL folder (`vae_decoder`:
     post_quant_conv and the decoder); alignment: a folder written by tools/alignment_ref.py
-    (`alignment`). Each folder holds config.json and diffusion_pytorch_model.safetensors. The
-    bundle is loaded back before it replaces `out_path`.
+    (`alignment`). Each folder holds config.json and diffusion_pytorch_model.safetensors.
+    sampling: the cutecpp.sampling.* section (SAMPLING_SETTINGS; scheduler_config_to_sampling makes
+    one from a diffusers scheduler config). The bundle is loaded back before it replaces `out_path`.
     """
     if dtype not in DTYPES:
         raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -693,6 +825,8 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
         raise ConvertError("nothing to convert: give a UNet, tiny decoder, VAE or alignment folder (at least one)")
     out = Path(out_path)
     keys = header_keys(model_id, list(given), name, license)
+    if sampling is not None:
+        keys.update(sampling_keys(sampling))
     weights: dict[str, Path] = {}
     for component, folder in given.items():  # every config first: a refusal comes before any reading
         config_path, weights[component] = _model_files(folder, PARTS[component].hint)

@@ -47,6 +47,12 @@ class InternalError(CutecppError):
     status = 7
 
 
+class CancelledError(CutecppError):
+    """A progress callback stopped the run (returned False, or raised: then that exception propagates)."""
+
+    status = 8
+
+
 BY_STATUS: dict[int, type[CutecppError]] = {
     cls.status: cls
     for cls in (
@@ -57,5 +63,6 @@ BY_STATUS: dict[int, type[CutecppError]] = {
         UnsupportedError,
         OutOfMemoryError,
         InternalError,
+        CancelledError,
     )
 }

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._binding import check, ffi, lib, text
+from .sampling import Progress, run_with_progress, sample_params
 
 
 class Model:
@@ -31,6 +32,11 @@ class Model:
     def info(self) -> dict[str, Any]:
         """Config, tensor count, parameters, bytes per dtype and file size (the model is immutable)."""
         return json.loads(text(lib.cutecpp_model_info_json(self._handle)))
+
+    @property
+    def sampling(self) -> dict[str, Any] | None:
+        """The training schedule and sampling defaults (cutecpp.sampling.*), or None if the bundle has none."""
+        return self.info["config"].get("sampling")
 
 
 class Context:
@@ -95,6 +101,49 @@ class Context:
         check(lib.cutecpp_align(self._handle, ffi.from_buffer("float[]", batch), n, tokens,
                                 ffi.from_buffer("float[]", out, require_writable=True)))
         return out if states.ndim == 3 else out[0]
+
+    def sample(self, cond: np.ndarray, uncond: np.ndarray | None = None, *, seed: int, steps: int | None = None,
+               sampler: str | None = None, cfg: float | None = None,
+               latent_size: int | tuple[int, int] | None = None, progress: Progress | None = None) -> np.ndarray:
+        """Text to latents: the whole denoising loop (cutecpp_sample in cutecpp.h) -> [C, h, w].
+
+        cond, uncond: UNet contexts [T, cross_attention_dim] (or [1, T, D]); uncond may be None
+        when the guidance scale is 1. None for steps, sampler ("euler_a", "euler",
+        "dpmpp_2m_karras", "lcm", "flow_euler"), cfg and latent_size (an int or (height, width),
+        latent pixels) means the bundle's default (Model.sampling; the UNet's sample_size).
+        progress(step, steps) runs after each step: returning False raises CancelledError, an
+        exception it raises stops the run and propagates; the context stays usable either way.
+        The same arguments give the same bits, for any thread count.
+        """
+        unet = self._component("unet")
+        width = unet["cross_attention_dim"]
+        states = [self._context_states(name, x, width) for name, x in (("cond", cond), ("uncond", uncond))]
+        params = sample_params(seed=seed, steps=steps, sampler=sampler, cfg=cfg, latent_size=latent_size)
+        h = unet["sample_size"] if params.latent_height == -1 else params.latent_height
+        w = unet["sample_size"] if params.latent_width == -1 else params.latent_width
+        # A size the core refuses gets a placeholder buffer: the refusal, not a huge allocation.
+        shape = (unet["in_channels"], h, w) if 1 <= h <= 1024 and 1 <= w <= 1024 else (1,)
+        out = np.empty(shape, dtype=np.float32)
+        (c_cond, n_cond), (c_uncond, n_uncond) = states
+        run_with_progress(params, progress, lambda: lib.cutecpp_sample(
+            self._handle, c_cond, n_cond, c_uncond, n_uncond, params,
+            ffi.from_buffer("float[]", out, require_writable=True)))
+        return out
+
+    @staticmethod
+    def _context_states(name: str, states: np.ndarray | None, width: int):
+        """(C pointer, token count) of one UNet context, checked against the UNet's context width."""
+        if states is None:
+            return ffi.NULL, 0
+        states = np.asarray(states)
+        if not np.issubdtype(states.dtype, np.floating):
+            raise ValueError(f"expected floating-point {name}, got {states.dtype}")
+        if states.ndim == 3 and states.shape[0] == 1:
+            states = states[0]
+        if states.ndim != 2 or states.shape[1] != width or states.shape[0] < 1:
+            raise ValueError(f"expected {name} [T, {width}] (the UNet's context width), got {states.shape}")
+        states = np.ascontiguousarray(states, dtype=np.float32)
+        return ffi.from_buffer("float[]", states), states.shape[0]
 
     def set_trace(self, enable: bool) -> None:
         """Keep every block's output of the next evaluations (parity tests, debugging)."""

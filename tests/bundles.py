@@ -20,7 +20,14 @@ import numpy as np
 from gguf import GGUFValueType, GGUFWriter
 
 from cutecpp.bundle import tensor_name
-from cutecpp.convert import alignment_keys, header_keys, tiny_decoder_keys, unet_keys, vae_decoder_keys
+from cutecpp.convert import (
+    alignment_keys,
+    header_keys,
+    sampling_keys,
+    tiny_decoder_keys,
+    unet_keys,
+    vae_decoder_keys,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +94,24 @@ ALIGNMENT_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+# Training schedules (cutecpp.sampling.*): SD 1.x's (scaled_linear 0.00085..0.012, leading,
+# offset 1), a linear/linspace and a trailing v-prediction one, and rectified flow with shift 1
+# and 3. The beta keys of the flow ones are required but unused.
+_SD_SAMPLING: dict[str, Any] = dict(
+    prediction="epsilon", num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+    beta_end=0.012, timestep_spacing="leading", steps_offset=1, flow_shift=1.0, default_sampler="euler_a",
+    default_steps=20, default_cfg=7.5,
+)
+SAMPLING_CONFIGS: dict[str, dict[str, Any]] = {
+    "sd": _SD_SAMPLING,
+    "linear": dict(_SD_SAMPLING, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
+                   timestep_spacing="linspace", steps_offset=0),
+    "trailing_v": dict(_SD_SAMPLING, prediction="v_prediction", timestep_spacing="trailing", steps_offset=0),
+    "flow1": dict(_SD_SAMPLING, prediction="flow", flow_shift=1.0, default_sampler="flow_euler"),
+    "flow3": dict(_SD_SAMPLING, prediction="flow", flow_shift=3.0, default_sampler="flow_euler", default_cfg=5.0),
+}
+
+
 @dataclass
 class Bundle:
     """What goes into one bundle file, before writing."""
@@ -109,6 +134,15 @@ class Bundle:
         writer.write_tensors_to_file()
         writer.close()
         return path
+
+
+def with_sampling(bundle: Bundle, sampling: str | dict[str, Any] = "sd", **changes: Any) -> Bundle:
+    """A copy of `bundle` (tensors shared) with a cutecpp.sampling section: a name from
+    SAMPLING_CONFIGS or a dict, with `changes` applied."""
+    config = dict(SAMPLING_CONFIGS[sampling] if isinstance(sampling, str) else sampling, **changes)
+    out = Bundle(kv=dict(bundle.kv), tensors=bundle.tensors, architecture=bundle.architecture)
+    out.kv.update(sampling_keys(config))
+    return out
 
 
 def make_unet(name: str, seed: int = 0):

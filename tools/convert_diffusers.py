@@ -8,9 +8,12 @@ Each folder given becomes one component: --unet a UNet2DConditionModel (unet),
 --tiny-decoder an AutoencoderTiny (tiny_decoder), --vae an AutoencoderKL
 (vae_decoder), --alignment an alignment module saved by tools/alignment_ref.py
 (alignment); of the autoencoders only the decoder half is stored. At least one
-folder is needed. The result is loaded back with cutecpp's own loader before it
-is put in place, so a bundle this writes is one cutecpp accepts. Errors are one
-line on stderr, exit 1.
+folder is needed. --scheduler (a diffusers scheduler folder or its
+scheduler_config.json) writes the cutecpp.sampling section: the training noise
+schedule and the defaults --default-sampler/--default-steps/--default-cfg
+(otherwise chosen from the scheduler class). The result is loaded back with
+cutecpp's own loader before it is put in place, so a bundle this writes is one
+cutecpp accepts. Errors are one line on stderr, exit 1.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import sys
 from pathlib import Path
 
 from cutecpp import CutecppError
-from cutecpp.convert import DTYPES, ConvertError, convert
+from cutecpp.convert import DTYPES, ConvertError, convert, scheduler_config_to_sampling
+from cutecpp.sampling import SAMPLERS
 
 FOLDER = "config.json + diffusion_pytorch_model.safetensors"
 
@@ -33,6 +37,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--vae", type=Path, metavar="DIR", help=f"diffusers AutoencoderKL folder ({FOLDER})")
     parser.add_argument("--alignment", type=Path, metavar="DIR",
                         help=f"alignment module saved by tools/alignment_ref.py ({FOLDER})")
+    parser.add_argument("--scheduler", type=Path, metavar="DIR_OR_JSON",
+                        help="diffusers scheduler folder or scheduler_config.json: the sampling section")
+    parser.add_argument("--default-sampler", choices=list(SAMPLERS), help="the bundle's default sampler")
+    parser.add_argument("--default-steps", type=int, metavar="N", help="the bundle's default step count (1-1000)")
+    parser.add_argument("--default-cfg", type=float, metavar="SCALE", help="the bundle's default guidance scale")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.gguf", help="bundle to write")
     parser.add_argument("--dtype", choices=list(DTYPES), default="f16",
                         help="storage of tensors with 2+ dims; 1-D tensors are always f32, and q8_0/q4_0 "
@@ -43,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.unet is None and args.tiny_decoder is None and args.vae is None and args.alignment is None:
         parser.error("give at least one of --unet, --tiny-decoder, --vae and --alignment")
+    defaults = (args.default_sampler, args.default_steps, args.default_cfg)
+    if args.scheduler is None and any(d is not None for d in defaults):
+        parser.error("--default-sampler, --default-steps and --default-cfg need --scheduler")
     return args
 
 
@@ -50,8 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model_id = args.model_id if args.model_id is not None else args.output.stem
     try:
+        sampling = None
+        if args.scheduler is not None:
+            sampling = scheduler_config_to_sampling(args.scheduler, default_sampler=args.default_sampler,
+                                                    default_steps=args.default_steps, default_cfg=args.default_cfg)
         summary = convert(args.output, args.dtype, model_id, unet=args.unet, tiny_decoder=args.tiny_decoder,
-                          vae=args.vae, alignment=args.alignment, name=args.name, license=args.license)
+                          vae=args.vae, alignment=args.alignment, sampling=sampling, name=args.name,
+                          license=args.license)
     except (ConvertError, CutecppError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

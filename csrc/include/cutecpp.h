@@ -45,6 +45,7 @@ typedef enum cutecpp_status {
     CUTECPP_ERR_UNSUPPORTED     = 5,  // a config value or dtype this build does not support
     CUTECPP_ERR_OUT_OF_MEMORY   = 6,
     CUTECPP_ERR_INTERNAL        = 7,  // a bug: please report it
+    CUTECPP_ERR_CANCELLED       = 8,  // a progress callback asked to stop
 } cutecpp_status;
 
 struct cutecpp_model;
@@ -143,6 +144,85 @@ CUTECPP_API cutecpp_status cutecpp_context_set_trace(struct cutecpp_context * ct
 CUTECPP_API cutecpp_status cutecpp_context_trace_get(const struct cutecpp_context * ctx, const char * name,
                                                      float * out, size_t capacity, int64_t * shape,
                                                      size_t * count);
+
+// --- Sampling (docs/bundle-format.md, cutecpp.sampling.*) -----------------------
+//
+// Samplers, computed as their diffusers 0.42.1 schedulers compute them from the
+// bundle's training schedule:
+//   EULER_A          EulerAncestralDiscreteScheduler
+//   EULER            EulerDiscreteScheduler
+//   DPMPP_2M_KARRAS  DPMSolverMultistepScheduler (dpmsolver++, order 2, Karras sigmas, final sigma 0)
+//   LCM              LCMScheduler (at most 50 steps)
+//   FLOW_EULER       FlowMatchEulerDiscreteScheduler with the bundle's flow_shift (flow models only)
+enum cutecpp_sampler {
+    CUTECPP_SAMPLER_EULER_A         = 0,
+    CUTECPP_SAMPLER_EULER           = 1,
+    CUTECPP_SAMPLER_DPMPP_2M_KARRAS = 2,
+    CUTECPP_SAMPLER_LCM             = 3,
+    CUTECPP_SAMPLER_FLOW_EULER      = 4,
+};
+
+// The sampler's name as the bundle and the Python API spell it ("euler_a", ...);
+// NULL for an unknown value (so 0, 1, ... until NULL lists them all).
+CUTECPP_API const char * cutecpp_sampler_name(int32_t sampler);
+
+// Called after each step with the number of steps done (1..n_steps); returning
+// false stops the run, which then returns CUTECPP_ERR_CANCELLED.
+typedef bool (*cutecpp_progress_callback)(int32_t step, int32_t n_steps, void * user_data);
+
+struct cutecpp_sample_params {
+    int32_t sampler;          // an enum cutecpp_sampler; -1: the bundle's default_sampler
+    int32_t steps;            // 1..1000; -1: the bundle's default_steps
+    float   cfg_scale;        // classifier-free guidance, 0..100; NAN: the bundle's default_cfg
+    uint64_t seed;            // the noise: see cutecpp_rng_normal
+    int32_t latent_height;    // latent pixels; -1: the unet's sample_size
+    int32_t latent_width;
+    cutecpp_progress_callback progress;  // may be NULL
+    void *  progress_user_data;
+};
+
+// sampler -1, steps -1, cfg_scale NAN, seed 0, latent size -1 x -1, no callback.
+CUTECPP_API struct cutecpp_sample_params cutecpp_sample_default_params(void);
+
+// Text to latents: the whole denoising loop with the bundle's UNet.
+//   cond   [n_cond_tokens, cross_attention_dim]    the UNet context of the prompt (float32, C order)
+//   uncond [n_uncond_tokens, cross_attention_dim]  the unconditional context; may be NULL when the
+//                                                   guidance scale is 1 (then only cond is evaluated)
+//   out_latents [in_channels, latent_height, latent_width]
+// The initial latent is cutecpp_rng_normal(seed, stream 0) times the sampler's initial
+// sigma; euler_a and lcm add the noise of stream 1 + i at step i (0-based), so a run
+// depends only on its inputs and parameters, not on threads. Per step, the (scaled)
+// latent goes through the UNet for uncond and cond (one batch of 2 when the token counts
+// match), the prediction is uncond + cfg_scale * (cond - uncond), then the sampler's
+// update. out_latents is written only on success; a cancelled context stays usable.
+CUTECPP_API cutecpp_status cutecpp_sample(struct cutecpp_context * ctx, const float * cond, int32_t n_cond_tokens,
+                                          const float * uncond, int32_t n_uncond_tokens,
+                                          struct cutecpp_sample_params params, float * out_latents);
+
+// Standard normal floats: out[j] is number (offset + j) of the (seed, stream) sequence, for
+// j < n (offset + n <= 2^64). Philox4x32-10 with key = seed and counter = (index / 4, stream),
+// Box-Muller with portable log/sin/cos: the same bits on every machine and for any
+// thread count or split of the sequence.
+CUTECPP_API cutecpp_status cutecpp_rng_normal(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float * out);
+
+// Parity tests and tools. The schedule of `sampler` at `steps` steps for the bundle's
+// training schedule; any output may be NULL:
+//   sigmas [steps + 1] (ending with 0; lcm: sqrt((1 - alphas_cumprod) / alphas_cumprod) at its
+//   timesteps), timesteps [steps] (the UNet's timestep input), input_divisors [steps] (the UNet sees
+//   latent / input_divisors[i]: sqrt(sigma^2 + 1) for euler and euler_a, else 1),
+//   *init_noise_sigma (the initial latent is unit noise times it).
+CUTECPP_API cutecpp_status cutecpp_sampler_schedule(const struct cutecpp_model * model, int32_t sampler, int32_t steps,
+                                                    float * sigmas, float * timesteps, float * input_divisors,
+                                                    float * init_noise_sigma);
+
+// One sampler update at step `step` (0-based) of a `steps`-step run, on n floats: the next
+// latent from `sample` and the (guided) model output. out may be sample.
+//   noise: n standard normals for euler_a (every step) and lcm (all but the last); else may be NULL
+//   state: n floats the caller keeps across one run's steps for dpmpp_2m_karras (the previous
+//          denoised estimate: written at every step, read from step 1 on); else may be NULL
+CUTECPP_API cutecpp_status cutecpp_sampler_step(const struct cutecpp_model * model, int32_t sampler, int32_t steps,
+                                                int32_t step, const float * model_output, const float * sample,
+                                                const float * noise, float * state, float * out, int64_t n);
 
 // CUTECPP_CDEF_END
 

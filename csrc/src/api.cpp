@@ -3,11 +3,16 @@
 
 #include "error.h"
 #include "context.h"
+#include "denoise.h"
 #include "model.h"
+#include "rng.h"
+#include "sampler.h"
 
 #include "ggml-cpu.h"
 #include "ggml.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sched.h>
 #include <string>
 #include <thread>
@@ -44,6 +49,14 @@ std::string cpu_features() {
         if (f.has()) out += (out.empty() ? "" : " ") + std::string(f.name);
     }
     return out;
+}
+
+const SamplingConfig & sampling_of(const cutecpp_model * model, const char * fn) {
+    if (!model) fail(CUTECPP_ERR_INVALID_ARGUMENT, std::string(fn) + ": model is NULL");
+    if (!model->config.sampling) {
+        fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no sampling section (cutecpp.sampling.*)");
+    }
+    return *model->config.sampling;
 }
 
 }  // namespace
@@ -85,6 +98,7 @@ const char * cutecpp_status_name(cutecpp_status status) {
         case CUTECPP_ERR_UNSUPPORTED: return "unsupported";
         case CUTECPP_ERR_OUT_OF_MEMORY: return "out of memory";
         case CUTECPP_ERR_INTERNAL: return "internal error";
+        case CUTECPP_ERR_CANCELLED: return "cancelled";
     }
     return "unknown status";
 }
@@ -188,5 +202,65 @@ cutecpp_status cutecpp_align(struct cutecpp_context * ctx, const float * states,
 }
 
 int32_t cutecpp_context_n_threads(const struct cutecpp_context * ctx) { return ctx ? ctx->n_threads : 0; }
+
+const char * cutecpp_sampler_name(int32_t sampler) { return sampler_name(sampler); }
+
+struct cutecpp_sample_params cutecpp_sample_default_params(void) {
+    cutecpp_sample_params p;
+    p.sampler = -1;
+    p.steps = -1;
+    p.cfg_scale = NAN;
+    p.seed = 0;
+    p.latent_height = -1;
+    p.latent_width = -1;
+    p.progress = nullptr;
+    p.progress_user_data = nullptr;
+    return p;
+}
+
+cutecpp_status cutecpp_sample(struct cutecpp_context * ctx, const float * cond, int32_t n_cond_tokens,
+                              const float * uncond, int32_t n_uncond_tokens, struct cutecpp_sample_params params,
+                              float * out_latents) {
+    return guard([&] {
+        if (!ctx || !out_latents) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_sample: NULL argument");
+        denoise(*ctx, cond, n_cond_tokens, uncond, n_uncond_tokens, params, out_latents);
+    });
+}
+
+cutecpp_status cutecpp_rng_normal(uint64_t seed, uint64_t stream, uint64_t offset, int64_t n, float * out) {
+    return guard([&] {
+        if (n < 0) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_rng_normal: n is negative");
+        if (n > 0 && !out) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_rng_normal: out is NULL");
+        if (static_cast<uint64_t>(n) > UINT64_MAX - offset) {
+            fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_rng_normal: offset + n exceeds 2^64");
+        }
+        rng_normal(seed, stream, offset, n, out);
+    });
+}
+
+cutecpp_status cutecpp_sampler_schedule(const struct cutecpp_model * model, int32_t sampler, int32_t steps,
+                                        float * sigmas, float * timesteps, float * input_divisors,
+                                        float * init_noise_sigma) {
+    return guard([&] {
+        const Schedule s = make_schedule(sampling_of(model, "cutecpp_sampler_schedule"), static_cast<Sampler>(sampler),
+                                         steps);
+        if (sigmas) std::copy(s.sigmas.begin(), s.sigmas.end(), sigmas);
+        if (timesteps) std::copy(s.timesteps.begin(), s.timesteps.end(), timesteps);
+        if (input_divisors) std::copy(s.input_divisors.begin(), s.input_divisors.end(), input_divisors);
+        if (init_noise_sigma) *init_noise_sigma = s.init_noise_sigma;
+    });
+}
+
+cutecpp_status cutecpp_sampler_step(const struct cutecpp_model * model, int32_t sampler, int32_t steps, int32_t step,
+                                    const float * model_output, const float * sample, const float * noise,
+                                    float * state, float * out, int64_t n) {
+    return guard([&] {
+        const Schedule s = make_schedule(sampling_of(model, "cutecpp_sampler_step"), static_cast<Sampler>(sampler),
+                                         steps);
+        if (n < 0) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_sampler_step: n is negative");
+        if (n > 0 && (!model_output || !sample || !out)) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_sampler_step: NULL argument");
+        sampler_step(s, step, model_output, sample, noise, state, out, static_cast<size_t>(n));
+    });
+}
 
 }  // extern "C"

@@ -3,6 +3,7 @@
 #include "error.h"
 #include "gguf_file.h"
 #include "json.h"
+#include "sampler.h"
 
 #include <algorithm>
 
@@ -171,6 +172,50 @@ AlignmentConfig read_alignment(const GGUFFile & f) {
     return c;
 }
 
+constexpr uint32_t kMaxTrainTimesteps = 10000;
+constexpr const char * kSamplingPrefix = "cutecpp.sampling.";
+
+bool has_sampling_keys(const GGUFFile & f) {
+    for (int64_t i = 0; i < f.n_keys(); ++i) {
+        if (f.key_name(i).rfind(kSamplingPrefix, 0) == 0) return true;
+    }
+    return false;
+}
+
+SamplingConfig read_sampling(const GGUFFile & f) {
+    const std::string p = kSamplingPrefix;
+    SamplingConfig c;
+    c.prediction = one_of(f, p + "prediction", {"epsilon", "v_prediction", "flow"});
+    c.num_train_timesteps = u32_in(f, p + "num_train_timesteps", 2, kMaxTrainTimesteps);
+    c.beta_schedule = one_of(f, p + "beta_schedule", {"linear", "scaled_linear"});
+    c.beta_start = f.get_f64(p + "beta_start");
+    c.beta_end = f.get_f64(p + "beta_end");
+    if (!(c.beta_start > 0.0 && c.beta_start <= c.beta_end && c.beta_end < 1.0)) {
+        bad_value(p + "beta_start", "needs 0 < beta_start <= beta_end < 1, got " + json::num_exact(c.beta_start) +
+                                        " and " + json::num_exact(c.beta_end));
+    }
+    c.timestep_spacing = one_of(f, p + "timestep_spacing", {"leading", "linspace", "trailing"});
+    c.steps_offset = u32_in(f, p + "steps_offset", 0, c.num_train_timesteps - 1);
+    c.flow_shift = f.get_f64(p + "flow_shift");
+    if (!(c.flow_shift > 0.0 && c.flow_shift <= 100.0)) bad_value(p + "flow_shift", "must be in (0, 100]");
+    c.default_sampler = f.get_string(p + "default_sampler");
+    const int32_t sampler = sampler_id(c.default_sampler);
+    if (sampler < 0) {
+        bad_value(p + "default_sampler", "unknown sampler '" + c.default_sampler + "' (supported: " + sampler_list() + ")");
+    }
+    std::string why;
+    if (!sampler_fits(c, static_cast<Sampler>(sampler), &why)) bad_value(p + "default_sampler", why);
+    c.default_steps = u32_in(f, p + "default_steps", 1, kMaxSteps);
+    c.default_cfg = f.get_f32(p + "default_cfg");
+    if (!(c.default_cfg >= 0.0f && c.default_cfg <= 100.0f)) bad_value(p + "default_cfg", "must be in [0, 100]");
+    try {  // the defaults must make a schedule (lcm: at most 50 steps, ...)
+        make_schedule(c, static_cast<Sampler>(sampler), static_cast<int>(c.default_steps));
+    } catch (const Error & e) {
+        bad_value(p + "default_steps", e.what());
+    }
+    return c;
+}
+
 }  // namespace
 
 uint32_t TinyDecoderConfig::upscale() const {
@@ -213,6 +258,8 @@ BundleConfig read_config(const GGUFFile & f) {
             bad_value("cutecpp.components", "unknown component '" + comp + "' (supported: unet, tiny_decoder, vae_decoder, alignment)");
         }
     }
+
+    if (has_sampling_keys(f)) c.sampling = read_sampling(f);
 
     // Strict: a cutecpp.* key this build does not read is a file from another
     // format version or a typo, and silently ignoring it could draw garbage.
@@ -300,13 +347,30 @@ std::string config_json(const BundleConfig & c) {
             {"norm_eps", num(a.norm_eps)},
         }));
     }
-    return object({
+    std::vector<std::pair<std::string, std::string>> top = {
         {"format_version", u(c.format_version)},
         {"model_id", str(c.model_id)},
         {"name", c.name.empty() ? "null" : str(c.name)},
         {"license", c.license.empty() ? "null" : str(c.license)},
         {"components", object(comps)},
-    });
+    };
+    if (c.sampling) {
+        const SamplingConfig & g = *c.sampling;
+        top.emplace_back("sampling", object({
+            {"prediction", str(g.prediction)},
+            {"num_train_timesteps", u(g.num_train_timesteps)},
+            {"beta_schedule", str(g.beta_schedule)},
+            {"beta_start", num_exact(g.beta_start)},
+            {"beta_end", num_exact(g.beta_end)},
+            {"timestep_spacing", str(g.timestep_spacing)},
+            {"steps_offset", u(g.steps_offset)},
+            {"flow_shift", num_exact(g.flow_shift)},
+            {"default_sampler", str(g.default_sampler)},
+            {"default_steps", u(g.default_steps)},
+            {"default_cfg", num_exact(g.default_cfg, /*single=*/true)},
+        }));
+    }
+    return object(top);
 }
 
 }  // namespace cutecpp

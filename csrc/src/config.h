@@ -83,6 +83,22 @@ struct AlignmentConfig {
     float norm_eps = 0.0f;
 };
 
+// The model's training noise schedule and its sampling defaults (cutecpp.sampling.*);
+// optional as a whole. Names and meanings follow diffusers' scheduler config.json.
+struct SamplingConfig {
+    std::string prediction;        // epsilon | v_prediction | flow (rectified flow: x_t = (1 - t) x0 + t noise)
+    uint32_t num_train_timesteps = 0;
+    std::string beta_schedule;     // linear | scaled_linear (unused by flow models)
+    double beta_start = 0.0;       // float64: diffusers keeps them as Python floats
+    double beta_end = 0.0;
+    std::string timestep_spacing;  // leading | linspace | trailing (euler, euler_a)
+    uint32_t steps_offset = 0;
+    double flow_shift = 1.0;       // FlowMatchEulerDiscreteScheduler's shift (flow models)
+    std::string default_sampler;   // a sampler name that fits `prediction`
+    uint32_t default_steps = 0;    // 1..1000
+    float default_cfg = 0.0f;      // classifier-free guidance scale, 0..100
+};
+
 struct BundleConfig {
     uint32_t format_version = 0;
     std::string model_id;
@@ -93,6 +109,7 @@ struct BundleConfig {
     std::optional<TinyDecoderConfig> tiny_decoder;
     std::optional<VaeDecoderConfig> vae_decoder;
     std::optional<AlignmentConfig> alignment;
+    std::optional<SamplingConfig> sampling;  // present when the file has cutecpp.sampling.* keys
 };
 
 // Reads and validates every cutecpp.* key; an unknown cutecpp.* key, a

@@ -45,7 +45,8 @@ cutecpp_context::cutecpp_context(const cutecpp_model & m, int threads) : model(m
 }
 
 cutecpp_context::~cutecpp_context() {
-    release(unet_);
+    release(unet_[0]);
+    release(unet_[1]);
     release(tiny_);
     release(vae_);
     release(align_);
@@ -157,7 +158,13 @@ void cutecpp_context::unet_eval(const float * sample, int n, int h, int w, const
     check_batch_and_side(n, h, w, 1 << (c.block_out_channels.size() - 1));
     if (t < 1 || t > 1024) fail(CUTECPP_ERR_INVALID_ARGUMENT, "context must have 1 to 1024 tokens");
 
-    plan(unet_, {n, h, w, t}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
+    const std::vector<int64_t> key = {n, h, w, t, trace_};
+    const int slot = unet_[0].graph && unet_[0].key == key   ? 0
+                     : unet_[1].graph && unet_[1].key == key ? 1
+                                                             : 1 - unet_recent_;
+    unet_recent_ = slot;
+    Planned & unet = unet_[slot];
+    plan(unet, {n, h, w, t}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
         const UnetInputs inputs = {
             ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w, h, c.in_channels, n),
             ggml_new_tensor_2d(ctx, GGML_TYPE_F32, c.block_out_channels[0], n),
@@ -167,7 +174,7 @@ void cutecpp_context::unet_eval(const float * sample, int n, int h, int w, const
         return build_unet(ctx, model, inputs, blocks);
     });
     const std::vector<float> tproj = timestep_embedding(c, timesteps, n);
-    run(unet_, {sample, tproj.data(), context}, out);
+    run(unet, {sample, tproj.data(), context}, out);
 }
 
 void cutecpp_context::decode(Planned & p, DecoderBuild build, uint32_t latent_channels, uint32_t upscale,

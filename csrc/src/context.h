@@ -68,7 +68,10 @@ private:
     void profile(Planned & p);
 
     ggml_backend * backend_ = nullptr;
-    Planned unet_;
+    // Two UNet plans: guided sampling alternates the conditional and the unconditional
+    // context, whose token counts usually differ. The least recently used one is replanned.
+    Planned unet_[2];
+    int unet_recent_ = 0;
     Planned tiny_;
     Planned vae_;
     Planned align_;

@@ -238,6 +238,10 @@ float GGUFFile::get_f32(const std::string & key) const {
     return gguf_get_val_f32(gguf_.get(), find_key(key, GGUF_TYPE_FLOAT32));
 }
 
+double GGUFFile::get_f64(const std::string & key) const {
+    return gguf_get_val_f64(gguf_.get(), find_key(key, GGUF_TYPE_FLOAT64));
+}
+
 bool GGUFFile::get_bool(const std::string & key) const {
     return gguf_get_val_bool(gguf_.get(), find_key(key, GGUF_TYPE_BOOL));
 }

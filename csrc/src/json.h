@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,19 @@ inline std::string num(double v) {
     char buf[32];
     std::snprintf(buf, sizeof(buf), "%.9g", v);
     return buf;
+}
+
+// The shortest decimal that reads back as exactly v (a float64, or with single a float32),
+// always with a fraction or exponent so that JSON readers see a float ("3.0", not "3").
+inline std::string num_exact(double v, bool single = false) {
+    char buf[40];
+    for (int digits = 1; digits <= 17; ++digits) {
+        std::snprintf(buf, sizeof(buf), "%.*g", digits, v);
+        if (single ? std::strtof(buf, nullptr) == static_cast<float>(v) : std::strtod(buf, nullptr) == v) break;
+    }
+    std::string out = buf;
+    if (out.find_first_of(".eni") == std::string::npos) out += ".0";
+    return out;
 }
 
 template <typename T, typename F>

@@ -1,0 +1,79 @@
+"""`cutecpp bench`: the end-to-end benchmark, in a child process so that its load time is cold
+(a fresh interpreter) and its peak RSS is its own.
+
+Reported: cold load (process start, import, Pipeline.load) and first picture, warm ms per picture at the model's
+default settings (median of `runs`, picture cache off, a new seed each run), the per-stage split,
+and the child's peak RSS (VmHWM: text encoder, model, compute buffers, Python).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import CutecppError, InternalError
+
+PROMPTS = ["小熊 穿蓝裤子 冰山上 笑", "两只小猫 戴红帽子 花园里", "小兔子 拿气球 彩虹", "企鹅 围围巾 雪地上"]
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def child(model: str | None, runs: int, threads: int | None, launched: float) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.load(model, threads, cache=False)
+    t1 = time.perf_counter()
+    first = pipe.generate(PROMPTS[0], seed=0, use_cache=False)
+    t2 = time.perf_counter()
+    cold_total = time.time() - launched  # wall clock since the parent started this process
+    warm = [pipe.generate(PROMPTS[(i + 1) % len(PROMPTS)], seed=i + 1, use_cache=False).timings for i in range(runs)]
+    name = pipe.model.info["config"].get("name") or ""
+    return {
+        "model": str(pipe.model.info["path"]), "model_id": pipe.model_id,
+        "random_weights": "random" in (name + pipe.model_id).lower(),
+        "threads": pipe.context.threads,
+        "settings": {"steps": first.steps, "sampler": first.sampler, "cfg": first.cfg, "size": first.size},
+        "cold_load_ms": (t1 - t0) * 1000, "cold_first_picture_ms": (t2 - t1) * 1000,
+        "cold_total_ms": cold_total * 1000,
+        "warm_ms": {k: statistics.median(w[k] for w in warm) for k in ("text", "denoise", "decode", "total")},
+        "warm_ms_all": [round(w["total"], 1) for w in warm],
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def run_bench(model: str | None, runs: int = 5, threads: int | None = None) -> dict[str, Any]:
+    opts = {"model": model, "runs": runs, "threads": threads, "launched": time.time()}
+    args = [sys.executable, "-m", "cutecpp.bench", json.dumps(opts)]
+    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InternalError(f"benchmark process failed: {last}")
+    result = json.loads(lines[-1])
+    if "error" in result:
+        raise CutecppError(result["error"])
+    return result
+
+
+def _main() -> None:
+    opts = json.loads(sys.argv[1])
+    try:
+        print(json.dumps(child(opts["model"], opts["runs"], opts["threads"], opts["launched"])))
+    except CutecppError as exc:
+        print(json.dumps({"error": str(exc)}))
+
+
+if __name__ == "__main__":
+    _main()
