@@ -14,6 +14,7 @@ from .errors import (
 )
 from .info import default_model_path, system_info
 from .model import Context, Model
+from .pipeline import Pipeline, Result
 from .prompt import PromptError, check_prompt, parse_prompt
 from .sampling import SAMPLERS, rng_normal
 from .vocab import load_vocabulary
@@ -32,7 +33,9 @@ __all__ = [
     "Model",
     "ModelError",
     "OutOfMemoryError",
+    "Pipeline",
     "PromptError",
+    "Result",
     "UnsupportedError",
     "__version__",
     "check_prompt",

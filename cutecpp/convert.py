@@ -482,6 +482,17 @@ def _scheduler_config(source: str | os.PathLike[str] | dict[str, Any]) -> tuple[
     return config, f"{path}: "
 
 
+def text_encoder_keys(text_encoder: dict[str, Any]) -> KeyValues:
+    """The cutecpp.text_encoder.* keys: {"sha256": source GGUF sha256, "layers": blocks kept}."""
+    if set(text_encoder) != {"sha256", "layers"}:
+        raise ConvertError(f"text_encoder needs exactly sha256 and layers, got {', '.join(sorted(text_encoder))}")
+    sha = text_encoder["sha256"]
+    if not isinstance(sha, str):
+        raise ConvertError(f"text_encoder sha256 = {sha!r}: expected a string")
+    return {"cutecpp.text_encoder.sha256": (STR, sha, None),
+            "cutecpp.text_encoder.layers": (U32, _u32("layers", text_encoder["layers"]), None)}
+
+
 def sampling_keys(sampling: dict[str, Any]) -> KeyValues:
     """The cutecpp.sampling.* keys for a sampling dict holding exactly SAMPLING_SETTINGS.
 
@@ -806,8 +817,8 @@ def _read_keys(path: Path, keys: Callable[[dict[str, Any]], KeyValues]) -> KeyVa
 def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
             unet: str | os.PathLike[str] | None = None, tiny_decoder: str | os.PathLike[str] | None = None,
             vae: str | os.PathLike[str] | None = None, alignment: str | os.PathLike[str] | None = None,
-            sampling: dict[str, Any] | None = None, name: str | None = None,
-            license: str | None = None) -> Summary:
+            sampling: dict[str, Any] | None = None, text_encoder: dict[str, Any] | None = None,
+            name: str | None = None, license: str | None = None) -> Summary:
     """Converts diffusers model folders into one bundle at `out_path`, one component per folder given.
 
     unet: a UNet2DConditionModel folder (component `unet`); tiny_decoder: an AutoencoderTiny
@@ -815,7 +826,9 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
     post_quant_conv and the decoder); alignment: a folder written by tools/alignment_ref.py
     (`alignment`). Each folder holds config.json and diffusion_pytorch_model.safetensors.
     sampling: the cutecpp.sampling.* section (SAMPLING_SETTINGS; scheduler_config_to_sampling makes
-    one from a diffusers scheduler config). The bundle is loaded back before it replaces `out_path`.
+    one from a diffusers scheduler config). text_encoder: {"sha256", "layers"} of the encoder the
+    model was trained with (docs/text-encoder.md). The bundle is loaded back before it replaces
+    `out_path`.
     """
     if dtype not in DTYPES:
         raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -827,6 +840,8 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
     keys = header_keys(model_id, list(given), name, license)
     if sampling is not None:
         keys.update(sampling_keys(sampling))
+    if text_encoder is not None:
+        keys.update(text_encoder_keys(text_encoder))
     weights: dict[str, Path] = {}
     for component, folder in given.items():  # every config first: a refusal comes before any reading
         config_path, weights[component] = _model_files(folder, PARTS[component].hint)

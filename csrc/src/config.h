@@ -99,6 +99,13 @@ struct SamplingConfig {
     float default_cfg = 0.0f;      // classifier-free guidance scale, 0..100
 };
 
+// The text encoder a model was trained with (cutecpp.text_encoder.*), optional as a whole:
+// the pipeline refuses an encoder with another source or depth (docs/text-encoder.md).
+struct TextEncoderConfig {
+    std::string sha256;   // of the source GGUF, 64 lowercase hex digits
+    uint32_t layers = 0;  // blocks kept, 1..1024; the states are the final norm of the last one
+};
+
 struct BundleConfig {
     uint32_t format_version = 0;
     std::string model_id;
@@ -110,6 +117,7 @@ struct BundleConfig {
     std::optional<VaeDecoderConfig> vae_decoder;
     std::optional<AlignmentConfig> alignment;
     std::optional<SamplingConfig> sampling;  // present when the file has cutecpp.sampling.* keys
+    std::optional<TextEncoderConfig> text_encoder;  // present when it has cutecpp.text_encoder.* keys
 };
 
 // Reads and validates every cutecpp.* key; an unknown cutecpp.* key, a
