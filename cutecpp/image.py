@@ -85,6 +85,12 @@ def read_meta(path_or_bytes: str | os.PathLike[str] | bytes) -> dict[str, Any] |
     return json.loads(unescape(text[start + len("<cutecpp:meta>") : end]))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write `data` to `path` through a temporary file and a rename: a reader (or a power cut)
     sees the old file or the whole new one, never half a picture."""
@@ -97,6 +103,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a picture is as readable as any new file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

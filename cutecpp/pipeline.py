@@ -207,7 +207,12 @@ class Pipeline:
             t1 = time.perf_counter()
             states = self.encoder.encode(parsed.encoder_text.split())
             cond = self.context.align(states)
-            uncond = self.context.align(np.zeros((1, self.encoder.hidden_size), np.float32)) if cfg != 1.0 else None
+            uncond = None
+            if cfg != 1.0:
+                # "No prompt" is one all-zero state; repeated to the prompt's length it means the
+                # same to attention (identical keys) and lets the UNet run cond and uncond as one batch.
+                nothing = self.context.align(np.zeros((1, self.encoder.hidden_size), np.float32))
+                uncond = np.repeat(nothing, len(cond), axis=0)
             t2 = time.perf_counter()
             latents = self.context.sample(cond, uncond, seed=seed, steps=steps, sampler=sampler, cfg=cfg,
                                           latent_size=(size // self.factor, size // self.factor), progress=progress)

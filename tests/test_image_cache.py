@@ -56,6 +56,9 @@ def test_png_is_lossless_and_formats_checked():
 def test_write_atomic(tmp_path):
     out = write_atomic(tmp_path / "a.webp", b"one")
     assert out.read_bytes() == b"one"
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
     write_atomic(out, b"two")
     assert out.read_bytes() == b"two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.webp"]  # no temp files left

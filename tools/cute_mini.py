@@ -1,0 +1,45 @@
+"""The cute-mini architecture: one place for the shapes that training, export, benchmarks and the
+random stand-in bundle share (DESIGN.md, "The default model: cute-mini").
+
+512x512 pictures <-> 16x32x32 latents (a tiny autoencoder, x16); a ~17M-parameter UNet with
+cross-attention at its two lower levels; an alignment module from the text encoder's 896-wide
+states to a 256-wide context; rectified-flow sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IMAGE_SIZE = 512
+LATENT_CHANNELS = 16
+LATENT_SIZE = 32
+TEXT_ENCODER_LAYERS = 12  # blocks of Qwen2.5-Coder-0.5B kept (cutecpp.encoder_build)
+TEXT_HIDDEN = 896
+CONTEXT_DIM = 256
+
+UNET: dict[str, Any] = dict(
+    sample_size=LATENT_SIZE, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+    block_out_channels=(64, 128, 256), layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=CONTEXT_DIM, norm_num_groups=32, attention_head_dim=(2, 4, 8),
+)
+
+# diffusers' AutoencoderTiny: five stages, x2 nearest upsampling between them (x16 in all), one
+# block per stage, uniformly 16 wide (diffusers 0.42 fails on a channel list that changes).
+TINY_AUTOENCODER: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
+    encoder_block_out_channels=(16,) * 5, decoder_block_out_channels=(16,) * 5,
+    num_encoder_blocks=(1,) * 5, num_decoder_blocks=(1,) * 5,
+    upsampling_scaling_factor=2,
+)
+
+ALIGNMENT: dict[str, Any] = dict(in_dim=TEXT_HIDDEN, dim=CONTEXT_DIM, ctx_dim=CONTEXT_DIM, layers=2, heads=4,
+                                 ff_mult=4, norm_eps=1e-5)
+
+# Rectified flow (x_t = (1 - t) x0 + t noise, the UNet predicts noise - x0), flow-matching Euler.
+SAMPLING: dict[str, Any] = dict(
+    prediction="flow", num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
+    timestep_spacing="linspace", steps_offset=0, flow_shift=3.0, default_sampler="flow_euler",
+    default_steps=15, default_cfg=4.0,
+)
