@@ -1,0 +1,1 @@
+"""The dataset maker's parts (see tools/make_dataset.py and docs/dataset.md)."""
