@@ -7,8 +7,9 @@ same prompts with the same words. The steps:
    characters and combining marks dropped, ASCII lower-cased, whitespace collapsed.
 2. Characters and length: only Chinese characters, a-z, 0-9 and spaces; limits in `PromptRules`
    (a 1 MB string is refused before any work is done on it).
-3. Words: Chinese by longest match against the vocabulary inside each space-separated chunk
-   (`穿蓝裤子` -> 穿 | 蓝 | 裤子), English by longest phrase first (`ice cream`, `teddy bear`).
+3. Words: Chinese by the segmentation of each space-separated chunk that covers the most of it
+   with known words, in the fewest words (`穿蓝裤子` -> 穿 | 蓝 | 裤子, `吃草莓` -> 吃 | 草莓),
+   English by longest phrase first (`ice cream`, `teddy bear`).
 4. Concepts: animals with counts, features (item + colour; the verb is optional and corrected
    when it does not fit), one place, one light, one expression. Order is free.
 5. `Prompt.encoder_text`: the canonical Chinese words in a fixed order; the only text the text
@@ -292,28 +293,46 @@ def _singular(word: str, vocab: Vocabulary) -> Entry | None:
 
 
 def _match_chinese(text: str, start: int, end: int, vocab: Vocabulary) -> list[_Token]:
-    """Greedy longest match inside one chunk; a match may not cut an ASCII word or number in two."""
-    tokens: list[_Token] = []
-    unknown_from, i = None, start
-    while i < end:
-        found = None
-        if not _inside_ascii(text, i, start, end):
-            for j in range(min(end, i + vocab.max_zh_len), i, -1):
-                entry = None if _inside_ascii(text, j, start, end) else vocab.lookup(text[i:j])
-                if entry is not None:
-                    found = (j, entry)
-                    break
-        if found is None:
-            unknown_from = i if unknown_from is None else unknown_from
-            i += 1
+    """Segment one chunk so that known words cover as much of it as possible, then with as few
+    words as possible (a match may not cut an ASCII word or number in two).
+
+    Greedy longest match would read 吃草莓 as 吃草 (grazing) + 莓 and refuse a good prompt; this
+    finds 吃 + 草莓. Unmatched characters become unknown tokens (one per stretch).
+    """
+    n = end - start
+    # best[k]: (unknown characters, words) for text[start:start+k], and the step that got there.
+    best: list[tuple[int, int] | None] = [None] * (n + 1)
+    back: list[tuple[int, Entry | None]] = [(0, None)] * (n + 1)
+    best[0] = (0, 0)
+    for k in range(n):
+        if best[k] is None:
             continue
-        if unknown_from is not None:
-            tokens.append(_Token(text[unknown_from:i], unknown_from, i, None))
-            unknown_from = None
-        tokens.append(_Token(text[i:found[0]], i, found[0], found[1]))
-        i = found[0]
-    if unknown_from is not None:
-        tokens.append(_Token(text[unknown_from:end], unknown_from, end, None))
+        unknown, words = best[k]
+        i = start + k
+        candidates: list[tuple[int, Entry | None, tuple[int, int]]] = [(k + 1, None, (unknown + 1, words + 1))]
+        if not _inside_ascii(text, i, start, end):
+            for j in range(i + 1, min(end, i + vocab.max_zh_len) + 1):
+                if _inside_ascii(text, j, start, end):
+                    continue
+                entry = vocab.lookup(text[i:j])
+                if entry is not None:
+                    candidates.append((j - start, entry, (unknown, words + 1)))
+        for nk, entry, cost in candidates:
+            if best[nk] is None or cost < best[nk]:
+                best[nk] = cost
+                back[nk] = (k, entry)
+    pieces: list[tuple[int, int, Entry | None]] = []
+    k = n
+    while k > 0:
+        prev, entry = back[k]
+        pieces.append((start + prev, start + k, entry))
+        k = prev
+    tokens: list[_Token] = []
+    for i, j, entry in reversed(pieces):
+        if entry is None and tokens and tokens[-1].entry is None and tokens[-1].end == i:
+            last = tokens.pop()
+            i = last.start
+        tokens.append(_Token(text[i:j], i, j, entry))
     return tokens
 
 

@@ -367,3 +367,13 @@ def test_cli_words():
     assert data["entries"]["animal"][0]["zh"][0] == "小熊"
     bad = runner.invoke(cli, ["words", "--category", "animals"])
     assert bad.exit_code == 1 and "unknown category 'animals'" in bad.stderr
+
+
+@pytest.mark.parametrize("text, understood", [
+    ("小熊 吃草莓", "小熊 拿 草莓"),          # greedy matching read 吃草 (grazing) + 莓 and refused it
+    ("小熊 捧花束", "小熊 抱 花束"),
+    ("小狗 滑雪橇", "小狗 坐 雪橇"),
+    ("小熊吃草莓冰山上", "小熊 拿 草莓 冰山上"),  # no spaces at all
+])
+def test_segmentation_covers_the_whole_prompt(text, understood):
+    assert parse_prompt(text).encoder_text == understood
