@@ -120,7 +120,7 @@ def train(args) -> None:
         started, last_save = time.time(), time.time()
         model.train()
         while step < args.steps:
-            x = torch.from_numpy(next(batches)).to(device).contiguous(memory_format=torch.channels_last)
+            x = torch.as_tensor(next(batches)).to(device).contiguous(memory_format=torch.channels_last)
             lr = args.lr * min(1.0, (step + 1) / 500)  # warm-up
             for g in opt.param_groups:
                 g["lr"] = lr

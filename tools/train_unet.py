@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Train cute-mini's UNet and alignment module (rectified flow) on rendered pictures; export the bundle.
+
+    python tools/train_unet.py prepare --n 20000        # render, encode latents and text states (resumable)
+    python tools/train_unet.py train --steps 50000      # train (or continue) to step 50000
+    python tools/train_unet.py export -o cutecpp/data/cute-mini.gguf [--dtype f16]
+
+Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
+~/.cache/cutecpp/train/autoencoder-export). State lives in ~/.cache/cutecpp/train/ (CUTECPP_TRAIN_DIR):
+
+- `latents/shard-NNNNN.npz`: latents already scaled for the UNet (float16 [n, 16, 32, 32]) and each
+  picture's `encoder_text` (the canonical prompt words: `cutecpp.prompt.parse_prompt(caption)`).
+- `text_states/<sha1 of encoder_text>.npy`: the text encoder's states for it (float16 [T, 896]), made
+  once per distinct prompt with the same encoder, layers and word-by-word tokenization as the
+  pipeline, so training and drawing condition on identical inputs.
+- `unet/latest.pt` (UNet, alignment, their EMA, optimizer, step) and `unet/log.csv`.
+
+Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDiscreteScheduler):
+x_s = (1 - s) x0 + s noise, the UNet gets timestep 1000 s and predicts noise - x0; s is drawn
+logit-normal and shifted by the bundle's flow_shift. 10 % of captions are dropped to "no prompt":
+one all-zero encoder state, which is what the pipeline's classifier-free guidance uses. Batches pad
+prompts to one length with attention masks; the pipeline runs each prompt unpadded, which is the
+same computation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cute_mini  # noqa: E402
+
+TRAIN_DIR = Path(os.environ.get("CUTECPP_TRAIN_DIR", Path.home() / ".cache" / "cutecpp" / "train"))
+SHARD = 256
+DROP_CAPTION = 0.1
+
+
+def _state_path(text: str) -> Path:
+    return TRAIN_DIR / "text_states" / (hashlib.sha1(text.encode()).hexdigest() + ".npy")
+
+
+def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+        np.save(f, arr)
+    os.replace(f.name, path)
+
+
+# --- prepare ---------------------------------------------------------------------------------
+
+
+def prepare(args) -> None:
+    import torch
+    from diffusers import AutoencoderTiny
+    from make_dataset import render
+
+    from cutecpp.encoder_build import ensure_text_encoder
+    from cutecpp.text_encoder import TextEncoder
+    from cutecpp.vocab import load_vocabulary
+
+    torch.set_num_threads(args.threads)
+    ae = AutoencoderTiny.from_pretrained(args.autoencoder).eval()
+    scale, shift = float(ae.config.scaling_factor), float(ae.config.shift_factor)
+    encoder = TextEncoder(ensure_text_encoder(cute_mini.TEXT_ENCODER_LAYERS, load_vocabulary().encoder_words()),
+                          threads=args.threads)
+    (TRAIN_DIR / "latents").mkdir(parents=True, exist_ok=True)
+    (TRAIN_DIR / "text_states").mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    for shard in range(0, args.n, SHARD):
+        path = TRAIN_DIR / "latents" / f"shard-{shard // SHARD:05d}.npz"
+        if path.exists():
+            continue
+        images, texts = [], []
+        for i in range(shard, min(shard + SHARD, args.n)):
+            image, labels = render(i, split="train", size=cute_mini.IMAGE_SIZE, seed=args.seed)
+            images.append(np.asarray(image, np.float32).transpose(2, 0, 1) / 127.5 - 1.0)
+            texts.append(labels["encoder_text"])
+            state = _state_path(labels["encoder_text"])
+            if not state.exists():
+                _save_npy_atomic(state, encoder.encode(labels["encoder_text"].split()).astype(np.float16))
+        latents = []
+        with torch.no_grad():
+            for k in range(0, len(images), 16):
+                z = ae.encoder(torch.from_numpy(np.stack(images[k : k + 16])))
+                latents.append(((z - shift) * scale).numpy().astype(np.float16))
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+            np.savez(f, latents=np.concatenate(latents), texts=np.array(texts))
+        os.replace(f.name, path)
+        done = min(shard + SHARD, args.n)
+        print(f"prepared {done}/{args.n} ({(time.time() - started) / 60:.1f} min)", file=sys.stderr)
+
+
+# --- train -----------------------------------------------------------------------------------
+
+
+class Data:
+    """All prepared latents in memory (16 KB each as float16) and their text states on demand."""
+
+    def __init__(self) -> None:
+        shards = sorted((TRAIN_DIR / "latents").glob("shard-*.npz"))
+        if not shards:
+            raise SystemExit("no prepared data: run `python tools/train_unet.py prepare` first")
+        parts = [np.load(p) for p in shards]
+        self.latents = np.concatenate([p["latents"] for p in parts])
+        self.texts = np.concatenate([p["texts"] for p in parts])
+        self.states: dict[str, np.ndarray] = {}
+
+    def state(self, text: str) -> np.ndarray:
+        if text not in self.states:
+            self.states[text] = np.load(_state_path(text))
+        return self.states[text]
+
+    def batch(self, rng: np.random.Generator, n: int):
+        idx = rng.integers(0, len(self.latents), n)
+        states = [self.state(str(self.texts[i])) if rng.random() >= DROP_CAPTION
+                  else np.zeros((1, cute_mini.TEXT_HIDDEN), np.float16) for i in idx]
+        t = max(len(s) for s in states)
+        padded = np.zeros((n, t, cute_mini.TEXT_HIDDEN), np.float32)
+        mask = np.zeros((n, t), bool)
+        for k, s in enumerate(states):
+            padded[k, : len(s)] = s
+            mask[k, : len(s)] = True
+        return self.latents[idx].astype(np.float32), padded, mask
+
+
+def make_models():
+    from alignment_ref import Alignment
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**cute_mini.UNET), Alignment(cute_mini.ALIGNMENT)
+
+
+def sample_sigmas(rng_t, n: int, shift: float):
+    import torch
+
+    s = torch.sigmoid(torch.randn(n, generator=rng_t))
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def train(args) -> None:
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    out = TRAIN_DIR / "unet"
+    out.mkdir(parents=True, exist_ok=True)
+    data = Data()
+    unet, align = make_models()
+    unet.to(device)
+    align.to(device)
+    params = list(unet.parameters()) + list(align.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    ema_unet, ema_align = copy.deepcopy(unet).eval(), copy.deepcopy(align).eval()
+    step = 0
+    ckpt = out / "latest.pt"
+    if ckpt.exists():
+        st = torch.load(ckpt, map_location=device, weights_only=True)
+        unet.load_state_dict(st["unet"])
+        align.load_state_dict(st["align"])
+        ema_unet.load_state_dict(st["ema_unet"])
+        ema_align.load_state_dict(st["ema_align"])
+        opt.load_state_dict(st["opt"])
+        step = int(st["step"])
+        print(f"resumed at step {step}", file=sys.stderr)
+    rng = np.random.default_rng((args.seed, step))
+    rng_t = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    shift = float(cute_mini.SAMPLING["flow_shift"])
+    started, last_save = time.time(), time.time()
+    with open(out / "log.csv", "a", newline="") as log:
+        writer = csv.writer(log)
+        while step < args.steps:
+            x0, states, mask = data.batch(rng, args.batch)
+            x0 = torch.from_numpy(x0).to(device)
+            states, mask = torch.from_numpy(states).to(device), torch.from_numpy(mask).to(device)
+            noise = torch.randn(x0.shape, generator=rng_t).to(device)
+            s = sample_sigmas(rng_t, len(x0), shift).to(device)
+            xs = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * noise
+            for g in opt.param_groups:
+                g["lr"] = args.lr * min(1.0, (step + 1) / 1000)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                ctx = align(states, mask)
+                pred = unet(xs, s * 1000, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
+            loss = F.mse_loss(pred.float(), noise - x0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            with torch.no_grad():
+                decay = min(args.ema, (1 + step) / (10 + step))
+                for ema, live in ((ema_unet, unet), (ema_align, align)):
+                    for pe, pl in zip(ema.parameters(), live.parameters(), strict=True):
+                        pe.lerp_(pl, 1 - decay)
+            if step % args.log_every == 0:
+                elapsed = time.time() - started
+                writer.writerow([step, f"{loss.item():.5f}", f"{elapsed:.1f}"])
+                log.flush()
+                print(f"step {step}  loss {loss.item():.4f}  {elapsed / 60:.1f} min", file=sys.stderr)
+            if step % args.save_every == 0 or step == args.steps or time.time() - last_save > 600:
+                tmp = ckpt.with_suffix(".tmp")
+                torch.save({"unet": unet.state_dict(), "align": align.state_dict(), "ema_unet": ema_unet.state_dict(),
+                            "ema_align": ema_align.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
+                os.replace(tmp, ckpt)
+                last_save = time.time()
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def export(args) -> None:
+    import torch
+
+    from cutecpp.convert import convert
+    from cutecpp.encoder_build import QWEN_CODER_05B
+
+    st = torch.load(TRAIN_DIR / "unet" / "latest.pt", map_location="cpu", weights_only=True)
+    unet, align = make_models()
+    unet.load_state_dict(st["ema_unet"])
+    align.load_state_dict(st["ema_align"])
+    with tempfile.TemporaryDirectory() as tmp:
+        unet.save_pretrained(Path(tmp, "unet"))
+        align.save_pretrained(Path(tmp, "align"))
+        summary = convert(args.output, args.dtype, args.model_id, unet=Path(tmp, "unet"),
+                          tiny_decoder=args.autoencoder, alignment=Path(tmp, "align"), sampling=cute_mini.SAMPLING,
+                          text_encoder={"sha256": QWEN_CODER_05B.sha256, "layers": cute_mini.TEXT_ENCODER_LAYERS},
+                          name=f"cute-mini (step {st['step']})", license="MIT")
+    print(summary.table())
+    print(json.dumps({"step": int(st["step"]), "output": str(args.output)}))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("prepare", "train", "export"):
+        s = sub.add_parser(name)
+        s.add_argument("--autoencoder", default=str(TRAIN_DIR / "autoencoder-export"))
+        s.add_argument("--threads", type=int, default=2)
+        s.add_argument("--seed", type=int, default=0)
+        if name == "prepare":
+            s.add_argument("--n", type=int, default=20_000)
+        if name == "train":
+            s.add_argument("--steps", type=int, default=50_000)
+            s.add_argument("--batch", type=int, default=32)
+            s.add_argument("--lr", type=float, default=3e-4)
+            s.add_argument("--ema", type=float, default=0.999)
+            s.add_argument("--device", default="cpu")
+            s.add_argument("--bf16", action="store_true")
+            s.add_argument("--log-every", type=int, default=50)
+            s.add_argument("--save-every", type=int, default=1000)
+        if name == "export":
+            s.add_argument("-o", "--output", type=Path, required=True)
+            s.add_argument("--dtype", default="f16")
+            s.add_argument("--model-id", default="cute-mini-0.1")
+    args = p.parse_args()
+    {"prepare": prepare, "train": train, "export": export}[args.cmd](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
