@@ -1,8 +1,9 @@
 """Winograd F(2x2, 3x3) convolutions against PyTorch's direct convolution.
 
-The UNet and decoders use it for every 3x3 stride-1 conv; the whole-model
-parity tests cover it inside the networks, these cover odd sizes (partial
-edge tiles), batches, f16 kernels and channel counts directly.
+The UNet and decoders use it for 3x3 stride-1 convs wider than 128x128 channels
+(narrower ones take the direct kernel, tests/test_direct_conv.py); these tests
+turn the direct path off and cover odd sizes (partial edge tiles), batches, f16
+kernels and channel counts directly.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from gguf import GGUFValueType
 
 import cutecpp
 from cutecpp.bundle import FORMAT_VERSION
+
+
+@pytest.fixture(autouse=True)
+def winograd_only(monkeypatch):
+    """These channel counts would take the direct 3x3 path (direct_conv.cpp); test Winograd itself."""
+    monkeypatch.setenv("CUTECPP_DIRECT_CONV", "0")
 
 
 def tiny_decoder_with_one_conv(ic_oc: int, kernel: np.ndarray, bias: np.ndarray) -> Bundle:

@@ -1,15 +1,18 @@
 """Decoder speed and memory at 512x512: cutecpp against diffusers/PyTorch, same random weights.
 
-    python tools/bench_decoders.py [--json] [--decoders tiny16,taesd,sd-vae] [--threads 2] [--runs 3]
+    python tools/bench_decoders.py [--json] [--decoders cute-mini,tiny16,taesd,sd-vae] [--threads 2] [--runs 3]
 
-  tiny16  AutoencoderTiny decoder 16x32x32 -> 512x512, 32 channels, one block per stage
-          (the cute-mini plan in DESIGN.md)
-  taesd   AutoencoderTiny with diffusers' defaults (TAESD): 4x64x64 -> 512x512
-  sd-vae  AutoencoderKL with Stable Diffusion's config: 4x64x64 -> 512x512
+  cute-mini  the product's decoder (TINY_AUTOENCODER in tools/cute_mini.py): AutoencoderTiny
+             16x32x32 -> 512x512, 16 channels, one block per stage
+  tiny16     AutoencoderTiny decoder 16x32x32 -> 512x512, 32 channels, one block per stage
+             (the cute-mini plan in DESIGN.md)
+  taesd      AutoencoderTiny with diffusers' defaults (TAESD): 4x64x64 -> 512x512
+  sd-vae     AutoencoderKL with Stable Diffusion's config: 4x64x64 -> 512x512
 
 Method as tools/bench_unet.py (child process per engine and variant, median
 after a warm-up, ratios against PyTorch fp32 from the same run). Weights are
-cached in ~/.cache/cutecpp/bench.
+cached in ~/.cache/cutecpp/bench/decoders (a folder of their own: bench_unet.py's
+cute-mini is the UNet).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from pathlib import Path
 
 import benchlib
 from benchlib import measure
+from cute_mini import LATENT_CHANNELS, LATENT_SIZE, TINY_AUTOENCODER
 
-CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench"))
+CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench")) / "decoders"
 
 # name -> (diffusers class, config, latent channels, latent side, cutecpp component)
 DECODERS = {
+    "cute-mini": ("AutoencoderTiny", TINY_AUTOENCODER, LATENT_CHANNELS, LATENT_SIZE, "tiny_decoder"),
     "tiny16": ("AutoencoderTiny", dict(latent_channels=16, decoder_block_out_channels=(32,) * 5,
                                        num_decoder_blocks=(1,) * 5, encoder_block_out_channels=(32,) * 5,
                                        num_encoder_blocks=(1,) * 5), 16, 32, "tiny_decoder"),

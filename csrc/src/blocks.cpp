@@ -1,5 +1,6 @@
 #include "blocks.h"
 
+#include "direct_conv.h"
 #include "error.h"
 #include "winograd.h"
 
@@ -25,17 +26,67 @@ ggml_tensor * Blocks::linear(ggml_tensor * x, const std::string & p, bool bias) 
     return bias ? ggml_add(ctx, x, weight(p + ".bias")) : x;
 }
 
+namespace {
+
+// CUTECPP_WINOGRAD=0 forces im2col for every convolution, CUTECPP_DIRECT_CONV=0
+// keeps the direct convolution out (benchmarks and tests compare the paths).
+// Read when a graph is built, so a new context sees a changed environment.
+bool env_on(const char * name) {
+    const char * v = std::getenv(name);
+    return v == nullptr || v[0] != '0';
+}
+
+// 3x3 stride-1 pad-1 convolutions with IC * OC <= 128 * 128 go to the direct
+// kernel (direct_conv.h), larger ones to Winograd (im2col where neither takes
+// the kernel). Measured on the 2-core AVX2 development machine: one conv as a
+// ggml graph, 2 threads, ms direct / Winograd (Winograd's ggml mul_mat ran in a
+// fast or a ~2x slower phase from run to run; the direct kernel's times held):
+//   IC x OC    image    direct  Winograd fast / slow
+//   16 x 16    512^2      8.0      47
+//   16 x 16    128^2      0.39     3.0
+//   64 x 64     32^2      0.37     0.72
+//   64 x 64    512^2    128      245
+//   128 x 128   16^2      0.37     0.44
+//   128 x 128   64^2      6.0      7.2
+//   128 x 128  256^2    108      131 / 244
+//   128 x 256    8^2      0.33     0.22 / 0.57
+//   256 x 256    8^2      0.66     0.34 / 0.69
+//   256 x 256   32^2      5.8      4.9 / 10.1
+//   384 x 128   16^2      1.12     0.97 / 2.04
+// Direct wins up to 128 x 128 at every size; beyond, Winograd in its fast
+// phase. Whole networks, limits compared in one run: cute-mini UNet (64/128/256
+// channels at 32/16/8 px) 42.1 ms with Winograd only, 40.0 with this limit (and
+// with 128 x 256), 42.1 with 256 x 256; the SD VAE decoder 3-7 % faster than
+// with a 64 x 64 limit; TAESD (64 channels) ~2x faster than with Winograd.
+constexpr int64_t kDirectMaxChannelProduct = 128 * 128;
+
+bool use_direct(const ggml_tensor * kernel) {
+    return env_on("CUTECPP_WINOGRAD") && env_on("CUTECPP_DIRECT_CONV") &&
+           kernel->ne[2] * kernel->ne[3] <= kDirectMaxChannelProduct;
+}
+
+}  // namespace
+
 ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride, int pad, bool bias) const {
-    // CUTECPP_WINOGRAD=0 forces im2col (benchmarks compare the two).
-    static const bool use_winograd = [] {
-        const char * v = std::getenv("CUTECPP_WINOGRAD");
-        return v == nullptr || v[0] != '0';
-    }();
-    if (use_winograd && stride == 1 && pad == 1) {
-        if (ggml_tensor * u = model.winograd_kernel(p + ".weight")) {
-            return winograd::conv2d(ctx, x, u, bias ? weight(p + ".bias") : nullptr);
+    return stride == 1 && pad == 1 ? conv3x3(x, p, {}, bias) : im2col_conv2d(x, p, stride, pad, bias);
+}
+
+ggml_tensor * Blocks::conv3x3(ggml_tensor * x, const std::string & p, const ConvFuse & fuse, bool bias) const {
+    const std::string name = p + ".weight";
+    ggml_tensor * b = bias ? weight(p + ".bias") : nullptr;
+    if (use_direct(weight(name))) {
+        if (ggml_tensor * k = model.direct_kernel(name)) {
+            return direct_conv::conv2d(ctx, x, k, weight(name)->ne[3], b, {fuse.upsample, fuse.residual, fuse.relu});
         }
     }
+    if (fuse.upsample != 1) x = upsample_nearest(x, fuse.upsample);
+    ggml_tensor * u = env_on("CUTECPP_WINOGRAD") ? model.winograd_kernel(name) : nullptr;
+    x = u ? winograd::conv2d(ctx, x, u, b) : im2col_conv2d(x, p, 1, 1, bias);
+    if (fuse.residual) x = ggml_add(ctx, x, fuse.residual);
+    return fuse.relu ? ggml_relu(ctx, x) : x;
+}
+
+ggml_tensor * Blocks::im2col_conv2d(ggml_tensor * x, const std::string & p, int stride, int pad, bool bias) const {
     // Not ggml_conv_2d: it lays out im2col in f16, rounding every activation.
     ggml_tensor * w = weight(p + ".weight");  // [KW, KH, IC, OC]
     const int64_t n = x->ne[3];

@@ -20,6 +20,17 @@ struct Blocks {
 
     ggml_tensor * linear(ggml_tensor * x, const std::string & p, bool bias = true) const;
     ggml_tensor * conv2d(ggml_tensor * x, const std::string & p, int stride = 1, int pad = 1, bool bias = true) const;
+    // relu(conv3x3(upsample_nearest(x, upsample)) + residual): one op where the
+    // direct convolution takes the kernel (direct_conv.h), the separate ops
+    // otherwise. residual may be NULL; a 3x3 stride-1 pad-1 conv.
+    struct ConvFuse {
+        int upsample = 1;
+        ggml_tensor * residual = nullptr;
+        bool relu = false;
+    };
+    ggml_tensor * conv3x3(ggml_tensor * x, const std::string & p, const ConvFuse & fuse, bool bias = true) const;
+    // im2col and one matmul: any kernel size, stride and padding (conv2d's fallback).
+    ggml_tensor * im2col_conv2d(ggml_tensor * x, const std::string & p, int stride, int pad, bool bias) const;
     ggml_tensor * group_norm(ggml_tensor * x, const std::string & p, int groups, float eps) const;
     ggml_tensor * layer_norm(ggml_tensor * x, const std::string & p, float eps) const;
 

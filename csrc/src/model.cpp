@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include "direct_conv.h"
 #include "error.h"
 #include "json.h"
 #include "winograd.h"
@@ -113,23 +114,35 @@ cutecpp_model::cutecpp_model(const std::string & path, bool use_mmap)
 }
 
 cutecpp_model::~cutecpp_model() {
-    for (auto & [name, t] : winograd_) ggml_free(t.ctx);
+    for (auto & [name, t] : transformed_) ggml_free(t.ctx);
 }
 
-ggml_tensor * cutecpp_model::winograd_kernel(const std::string & name) const {
+ggml_tensor * cutecpp_model::winograd_kernel(const std::string & name) const { return transformed(name, false); }
+
+ggml_tensor * cutecpp_model::direct_kernel(const std::string & name) const { return transformed(name, true); }
+
+ggml_tensor * cutecpp_model::transformed(const std::string & name, bool direct) const {
     const auto it = tensors.find(name);
-    if (it == tensors.end() || !winograd::supports_kernel(it->second)) return nullptr;
-    std::lock_guard<std::mutex> lock(winograd_mutex_);
-    Transformed & t = winograd_[name];
+    if (it == tensors.end()) return nullptr;
+    if (!(direct ? direct_conv::supports_kernel(it->second) : winograd::supports_kernel(it->second))) return nullptr;
+    std::lock_guard<std::mutex> lock(transformed_mutex_);
+    Transformed & t = transformed_[(direct ? "direct:" : "winograd:") + name];
     if (t.ctx == nullptr) {
         const ggml_tensor * k = it->second;
-        t.data.resize(winograd::transformed_bytes(k) / sizeof(float));
-        winograd::transform_kernel(k, t.data.data());
+        int64_t ne[4] = {k->ne[2], k->ne[3], 16, 1};  // winograd: [IC, OC, 16]
+        if (direct) {
+            direct_conv::arranged_shape(k, ne);
+            t.data.resize(ne[0] * ne[1] * ne[2] * ne[3]);
+            direct_conv::arrange_kernel(k, t.data.data());
+        } else {
+            t.data.resize(winograd::transformed_bytes(k) / sizeof(float));
+            winograd::transform_kernel(k, t.data.data());
+        }
         file.release(k);  // the graph reads only the transformed copy from now on
         ggml_init_params params = {ggml_tensor_overhead(), nullptr, true};
         t.ctx = ggml_init(params);
         if (!t.ctx) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot allocate a transformed kernel");
-        ggml_tensor * u = ggml_new_tensor_3d(t.ctx, GGML_TYPE_F32, k->ne[2], k->ne[3], 16);
+        ggml_tensor * u = ggml_new_tensor_4d(t.ctx, GGML_TYPE_F32, ne[0], ne[1], ne[2], ne[3]);
         u->data = t.data.data();
     }
     return ggml_get_first_tensor(t.ctx);

@@ -20,6 +20,8 @@ struct cutecpp_model {
     // first use and kept for the model's lifetime; NULL if the kernel's type
     // or shape does not allow it. Thread-safe: the model stays shareable.
     ggml_tensor * winograd_kernel(const std::string & name) const;
+    // The same for the direct convolution's arrangement (direct_conv.h).
+    ggml_tensor * direct_kernel(const std::string & name) const;
 
     cutecpp::GGUFFile file;
     cutecpp::BundleConfig config;
@@ -31,6 +33,8 @@ private:
         ggml_context * ctx = nullptr;  // holds the tensor's metadata
         std::vector<float> data;
     };
-    mutable std::mutex winograd_mutex_;
-    mutable std::map<std::string, Transformed> winograd_;
+    // winograd_kernel (direct = false) or direct_kernel; kept by kind and name.
+    ggml_tensor * transformed(const std::string & name, bool direct) const;
+    mutable std::mutex transformed_mutex_;
+    mutable std::map<std::string, Transformed> transformed_;
 };

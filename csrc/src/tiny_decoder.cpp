@@ -61,23 +61,29 @@ ggml_tensor * build_tiny_decoder(ggml_context * ctx, const cutecpp_model & model
         int factor;
         ggml_tensor * x;
         std::vector<ggml_tensor *> & blocks;
+        int pending = 1;  // an Upsample's factor, waiting to be fused into the next conv's input
         void keep(int i) {
             ggml_set_name(x, layer(i).c_str());
             blocks.push_back(x);
         }
         void conv(int i, int64_t, int64_t, bool bias) {
-            x = nn.conv2d(x, layer(i), 1, 1, bias);
+            x = nn.conv3x3(x, layer(i), {pending, nullptr, false}, bias);
+            pending = 1;
             keep(i);
         }
+        // relu(conv4(relu(conv2(relu(conv0(x))))) + x), the ReLUs and the
+        // residual fused into the convs where the direct kernel runs them.
         void block(int i, int64_t) {
+            if (pending != 1) x = nn.upsample_nearest(x, pending);
+            pending = 1;
             const std::string p = layer(i) + ".conv.";
-            ggml_tensor * h = ggml_relu(ctx, nn.conv2d(x, p + "0"));
-            h = ggml_relu(ctx, nn.conv2d(h, p + "2"));
-            x = ggml_relu(ctx, ggml_add(ctx, nn.conv2d(h, p + "4"), x));
+            ggml_tensor * h = nn.conv3x3(x, p + "0", {1, nullptr, true});
+            h = nn.conv3x3(h, p + "2", {1, nullptr, true});
+            x = nn.conv3x3(h, p + "4", {1, x, true});
             keep(i);
         }
         void relu(int) { x = ggml_relu(ctx, x); }
-        void upsample(int) { x = nn.upsample_nearest(x, factor); }
+        void upsample(int) { pending *= factor; }
     };
     // The pipeline's unscaling, then x = tanh(x / 3) * 3 as DecoderTiny.forward.
     ggml_tensor * x = ggml_scale_bias(ctx, latents, 1.0f / c.scaling_factor, c.shift_factor);
