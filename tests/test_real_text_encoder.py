@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cutecpp.vocab import load_vocabulary
 
 from cutecpp import encoder_build as eb
 from cutecpp.text_encoder import TextEncoder, vocab_tokenizer
+from cutecpp.vocab import load_vocabulary
 
 LAYERS = 12
 

@@ -64,9 +64,8 @@ def main() -> int:
         print(json.dumps(child(args.child, args.threads, args.runs)))
         return 0
 
-    from cutecpp.vocab import load_vocabulary
-
     from cutecpp import encoder_build as eb
+    from cutecpp.vocab import load_vocabulary
 
     words = load_vocabulary().encoder_words()
     with tempfile.TemporaryDirectory() as tmp:
