@@ -233,3 +233,15 @@ def test_sheet(tmp_path):
     assert make_dataset.main(["sheet", "-o", str(out), "--n", "4", "--cols", "2", "--cell", "64",
                               "--size", "128"]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_scene_too_long_for_english_keeps_its_chinese_captions():
+    # Found by the autoencoder's training run: this scene's canonical English caption is over the
+    # 100-character English limit; it used to raise and stop the run.
+    vocab = load_vocabulary()
+    scene = make_scene(vocab, [("pufferfish", 1), ("kangaroo", 1), ("duck", 1)], [("hat", "yellow"), ("carrot", None)],
+                       "snow_mountain", "night", "fly")
+    labels = make_dataset.labels_for(scene, random.Random(0))
+    assert labels["captions"]["zh"] and labels["captions"]["en"] == []
+    for text in labels["captions"]["zh"]:
+        assert prompt_concepts(parse_prompt(text)) == scene.concepts()

@@ -122,10 +122,16 @@ class Captioner:
         out: dict[str, list[str]] = {"zh": [], "en": []}
         for lang, n, make in (("zh", n_zh, self.zh), ("en", n_en, self.en)):
             for _ in range(n):
-                out[lang].append(self._one(scene, rng, lang, make, out[lang]))
+                text = self._one(scene, rng, lang, make, out[lang])
+                if text is None:
+                    break
+                out[lang].append(text)
         return out
 
-    def _one(self, scene: Scene, rng: random.Random, lang: str, make, taken: list[str]) -> str:
+    def _one(self, scene: Scene, rng: random.Random, lang: str, make, taken: list[str]) -> str | None:
+        """A caption that parses back to the scene; None when even the canonical one is over the
+        language's length limit (a full scene said in English can pass 100 characters: such a
+        picture simply has no English caption; scenes are fitted to the Chinese limit)."""
         for attempt in range(ATTEMPTS):
             text = make(scene, rng, plain=attempt >= ATTEMPTS - 2)
             if text in taken and attempt < ATTEMPTS - 3:
@@ -137,6 +143,8 @@ class Captioner:
                 FAILURES[(lang, reason, text)] += 1
         text = make(scene, rng, plain=True, canonical=True)
         reason = self.check(text, scene, lang)
+        if reason == "too long" and lang == "en":
+            return None
         if reason is not None:
             raise CaptionError(f"canonical caption {text!r} does not parse back to {scene.concepts()}: {reason}")
         return text
