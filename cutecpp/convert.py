@@ -473,13 +473,18 @@ def _scheduler_config(source: str | os.PathLike[str] | dict[str, Any]) -> tuple[
     if not path.is_file():
         raise ConvertError(f"{path}: no such file (expected a diffusers scheduler folder or its "
                            f"{SCHEDULER_CONFIG_FILE})")
+    config = _read_json_object(path)
+    return config, f"{path}: "
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:  # JSON or UTF-8 decoding
         raise ConvertError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(config, dict):
         raise ConvertError(f"{path}: not a JSON object")
-    return config, f"{path}: "
+    return config
 
 
 def text_encoder_keys(text_encoder: dict[str, Any]) -> KeyValues:
@@ -802,12 +807,7 @@ def _model_files(folder: Path, hint: str) -> tuple[Path, Path]:
 
 
 def _read_keys(path: Path, keys: Callable[[dict[str, Any]], KeyValues]) -> KeyValues:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # JSON or UTF-8 decoding
-        raise ConvertError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ConvertError(f"{path}: not a JSON object")
+    config = _read_json_object(path)
     try:
         return keys(config)
     except ConvertError as exc:
