@@ -215,3 +215,20 @@ def test_cli_generate_missing_model(cli_env, tmp_path):
 
 def test_api_exports():
     assert cutecpp.Pipeline is Pipeline
+
+
+def test_cli_bench_reports_every_figure(cli_env, bundle_path):
+    r = cli_env.invoke(cli, ["bench", "--model", str(bundle_path), "--runs", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["model_id"] == "test-pipeline" and report["settings"]["size"] == 512
+    assert set(report["warm_ms"]) == {"text", "denoise", "decode", "total"} and len(report["warm_ms_all"]) == 2
+    assert 0 < report["cold_load_ms"] < report["cold_total_ms"] and report["peak_rss_mb"] > 0
+    r = cli_env.invoke(cli, ["bench", "--model", "/nonexistent.gguf"])
+    assert r.exit_code == 1 and r.stderr.startswith("Error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_setup(cli_env, bundle_path, encoder_path):
+    r = cli_env.invoke(cli, ["setup", "--model", str(bundle_path)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == f"text encoder: {encoder_path[0]}"
