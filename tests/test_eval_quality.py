@@ -1,0 +1,287 @@
+"""The quality judge (tools/eval_quality.py, tools/judge/): layout measures on hand-made pictures, the
+label encoding of every vocabulary id, a tiny judge trained, resumed and validated end to end, and
+`score` wired to a tiny random-weight bundle. None of it needs a trained judge or checks accuracy."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundles import ALIGNMENT_CONFIGS, SAMPLING_CONFIGS, UNET_CONFIGS, Bundle, alignment_bundle, tiny_decoder_bundle
+from bundles import unet_bundle as _unet_bundle
+from PIL import Image, ImageDraw
+from tiny_qwen import TinyQwen
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import eval_quality  # noqa: E402
+from dataset import art  # noqa: E402
+from judge import labels as L  # noqa: E402
+from judge.layout import measure  # noqa: E402
+
+from cutecpp import encoder_build as eb  # noqa: E402
+from cutecpp.convert import header_keys, sampling_keys, text_encoder_keys  # noqa: E402
+from cutecpp.vocab import load_vocabulary  # noqa: E402
+
+needs_font = pytest.mark.skipif(
+    not art.font_available(), reason=f"the dataset is drawn from Noto Color Emoji ({art.FONT_PATH} is missing): "
+    "apt-get install fonts-noto-color-emoji")
+
+SIZE = 64  # the tiny judge's input
+
+
+# --- layout measures -----------------------------------------------------------------------------
+
+def _gradient(size=256, top=(250, 215, 225), bottom=(215, 225, 250)) -> Image.Image:
+    t = np.linspace(0, 1, size)[:, None, None]
+    arr = np.asarray(top, float) * (1 - t) + np.asarray(bottom, float) * t
+    return Image.fromarray(np.repeat(arr, size, axis=1).round().astype(np.uint8), "RGB")
+
+
+def _disc(img: Image.Image, cx: float, cy: float, r: float, fill=(200, 120, 40)) -> Image.Image:
+    s = img.width
+    ImageDraw.Draw(img).ellipse(((cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s), fill=fill)
+    return img
+
+
+def test_centred_disc_on_a_gradient_is_centred_and_clean():
+    m = measure(_disc(_gradient(), 0.5, 0.5, 0.25))
+    assert m.subject and m.centred and m.clean
+    assert abs(m.centre[0] - 0.5) < 0.02 and abs(m.centre[1] - 0.5) < 0.02
+    assert m.stray_blobs == 0 and 0.15 < m.foreground < 0.25
+    # ground bands span the width: they are background, not foreground
+    img = _disc(_gradient(), 0.5, 0.5, 0.25)
+    ImageDraw.Draw(img).rectangle((0, 210, 255, 255), fill=(120, 200, 90))
+    m = measure(img)
+    assert m.centred and m.clean and m.foreground < 0.25
+
+
+def test_off_centre_disc_is_not_centred():
+    m = measure(_disc(_gradient(), 0.2, 0.5, 0.15))
+    assert m.subject and not m.centred and m.clean
+    assert m.centre[0] < 1 / 3
+    assert not measure(_disc(_gradient(), 0.5, 0.85, 0.12)).centred  # too low
+
+
+def test_an_extra_blob_is_not_clean():
+    img = _disc(_disc(_gradient(), 0.45, 0.5, 0.25), 0.88, 0.12, 0.07, fill=(60, 90, 200))
+    m = measure(img)
+    assert m.centred and not m.clean and m.stray_blobs == 1 and m.stray_area > 0.01
+    # a small speck is allowed, and something touching the subject is part of it
+    assert measure(_disc(_disc(_gradient(), 0.45, 0.5, 0.25), 0.88, 0.12, 0.02)).clean
+    assert measure(_disc(_disc(_gradient(), 0.45, 0.5, 0.25), 0.72, 0.5, 0.07)).clean
+
+
+def test_no_subject_in_an_empty_or_noise_picture():
+    assert not measure(_gradient()).subject
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    m = measure(Image.fromarray(noise, "RGB"))
+    assert not m.subject and not m.centred and not m.clean
+
+
+# --- labels --------------------------------------------------------------------------------------
+
+def _fake_outputs(t: L.Targets) -> dict[str, np.ndarray]:
+    """The outputs a perfect judge would give for these targets."""
+    g = t.dense.shape[-1]
+    dense = np.full((L.DENSE_CHANNELS, g, g), -10.0, np.float32)
+    dense[: L.DENSE_CLASSES] = np.where(t.dense > 0, 10.0, -10.0)
+    c0 = L.DENSE_LAYOUT["colour"][0]
+    for (r, c), k in np.ndenumerate(t.colour):
+        if k >= 0:
+            dense[c0 + k, r, c] = 10.0
+    out = {"dense": dense}
+    for head, n in L.GLOBAL_SIZES.items():
+        out[head] = np.where(np.arange(n) == getattr(t, head), 10.0, -10.0).astype(np.float32)
+    return out
+
+
+def _labels(animals, features, place=None, light=None, expression=None, size=256, rng=None):
+    """A labels dict as render gives it, with made-up boxes: animals side by side, their items beside."""
+    rng = rng or random.Random(0)
+    members = [a for a, n in animals for _ in range(n)]
+    boxes = []
+    w = size // (len(members) + 1)
+    for m, a in enumerate(members):
+        x = w // 2 + m * w
+        boxes.append({"kind": "animal", "id": a, "box": [x, 80, x + w - 10, 200], "member": m})
+        for k, (item, _) in enumerate(features):
+            y = 40 + 30 * k + rng.randint(0, 10)
+            boxes.append({"kind": "item", "id": item, "box": [x + 5, y, x + 25, y + 20], "member": m})
+        if expression:
+            boxes.append({"kind": "expression", "id": expression, "box": [x, 60, x + 12, 72], "member": m})
+    if place:
+        boxes.append({"kind": "place", "id": place, "box": [0, 200, size, size]})
+    return {"animals": [list(a) for a in animals], "features": [list(f) for f in features], "place": place,
+            "light": light, "expression": expression, "members": members, "boxes": boxes, "size": size}
+
+
+def test_label_encoding_round_trips_every_vocabulary_id():
+    vocab = load_vocabulary()
+    colours = L.COLOURS
+    places = [None, *L.PLACES]
+    lights = [None, *L.LIGHTS]
+    expressions = [None, *L.EXPRESSIONS]
+    seen = {k: set() for k in ("animal", "item", "place", "light", "expression", "colour", "count")}
+    for k, item in enumerate(L.ITEMS):
+        colour = colours[k % len(colours)] if vocab.get(item).recolour else None
+        animal = L.ANIMALS[k % len(L.ANIMALS)]
+        other = L.ANIMALS[(k * 7 + 3) % len(L.ANIMALS)]
+        animals = [(animal, 1 + k % 3)] if k % 4 else [(animal, 1), (other, 1)] if other != animal else [(animal, 2)]
+        features = [(item, colour)]
+        second = L.ITEMS[(k + 50) % len(L.ITEMS)]
+        if k % 2 and vocab.get(second).slot != vocab.get(item).slot:
+            features.append((second, None))
+        lab = _labels(animals, features, places[k % len(places)], lights[k % len(lights)],
+                      expressions[k % len(expressions)])
+        for flip in (False, True):
+            t = L.encode(lab, SIZE, flip=flip)
+            assert t.dense.shape == (L.DENSE_CLASSES, SIZE // 8, SIZE // 8) and t.colour.shape == (8, 8)
+            got = L.decode(_fake_outputs(t))
+            want = L.concepts(lab)
+            assert {k2: got[k2] for k2 in ("animals", "count", "items", "place", "light", "expression")} == \
+                {k2: want[k2] for k2 in ("animals", "count", "items", "place", "light", "expression")}, lab
+            for i, c in want["colours"].items():
+                assert got["colours"][i] == c, (i, c, got["colours"])
+            for i in got["items"]:  # items without a colour word show their glyph's own colour, if it has one
+                assert got["colours"].get(i) == L.item_colour(i, dict(lab["features"]).get(i)) or \
+                    L.item_colour(i, dict(lab["features"]).get(i)) is None
+        seen["animal"].update(a for a, _ in animals)
+        seen["item"].update(i for i, _ in features)
+        seen["colour"].update(c for _, c in features if c)
+        seen["place"].add(lab["place"])
+        seen["light"].add(lab["light"])
+        seen["expression"].add(lab["expression"])
+        seen["count"].add(len(lab["members"]))
+    # and every animal on its own
+    for a in L.ANIMALS:
+        lab = _labels([(a, 1)], [])
+        got = L.decode(_fake_outputs(L.encode(lab, SIZE)))
+        assert got["animals"] == [a] and got["animal_top"] == a and got["items"] == [] and got["count"] == 1
+        seen["animal"].add(a)
+    assert seen["animal"] == set(L.ANIMALS) and seen["item"] == set(L.ITEMS)
+    assert seen["place"] == set(places) and seen["light"] == set(lights) and seen["expression"] == set(expressions)
+    assert seen["colour"] == set(colours) and seen["count"] == {1, 2, 3}
+
+
+def test_small_boxes_still_mark_a_cell_and_flip_mirrors():
+    lab = _labels([("cat", 1)], [("bow", "red")])
+    lab["boxes"].append({"kind": "item", "id": "medal", "box": [250, 2, 253, 5], "member": 0})
+    lab["features"].append(["medal", None])
+    t = L.encode(lab, SIZE)
+    medal = L.DENSE_LAYOUT["item"][0] + L.ITEMS.index("medal")
+    assert t.dense[medal].sum() == 1 and t.dense[medal][0, 7] == 1
+    assert L.encode(lab, SIZE, flip=True).dense[medal][0, 0] == 1
+    with pytest.raises(ValueError):
+        L.encode(lab, 100)
+
+
+# --- a tiny judge end to end ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_judge(tmp_path_factory):
+    d = tmp_path_factory.mktemp("judge")
+    common = ["--size", str(SIZE), "--batch", "4", "--dir", str(d), "--workers", "0", "--precision", "fp32",
+              "--log-every", "1"]
+    assert eval_quality.main(["train", "--steps", "2", "--save-every", "1", "--eval-every", "0", *common]) == 0
+    assert eval_quality.main(["train", "--steps", "3", "--eval-every", "3", "--eval-n", "4", *common]) == 0
+    return d
+
+
+@needs_font
+def test_train_saves_resumes_and_validates(tiny_judge, capsys):
+    import torch
+
+    st = torch.load(tiny_judge / "latest.pt", map_location="cpu", weights_only=True)
+    assert st["step"] == 3 and st["config"]["size"] == SIZE and st["precision"] == "fp32"
+    rows = list(csv.DictReader((tiny_judge / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]  # one header, resumed rows appended
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert (tiny_judge / "eval.csv").read_text().splitlines()[0].startswith("step,n,animal_top1")
+
+    capsys.readouterr()
+    assert eval_quality.main(["validate", "--judge", str(tiny_judge), "--n", "6", "--batch", "4", "--probes", "1",
+                              "--workers", "0", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    from judge.validate import FIELDS
+
+    assert set(res["heads"]) == set(FIELDS) and res["counts"]["pictures"] == 6
+    assert all(0.0 <= v <= 1.0 for v in res["heads"].values() if v == v)  # nan: no one-animal picture
+    assert res["judge"]["step"] == 3 and isinstance(res["fit"], bool)
+    names = {p["probe"] for p in res["probes"]}
+    assert {"flower item on garden", "bear for a teddy", "gold read as yellow", "space place for stars"} <= names
+    assert json.loads((tiny_judge / "validation.json").read_text())["judge"]["step"] == 3
+    assert eval_quality.main(["validate", "--judge", str(tiny_judge), "--n", "4", "--batch", "4", "--probes", "0",
+                              "--workers", "0"]) == 0
+    assert "animal top-1" in capsys.readouterr().out
+
+    # the ceiling run: each prompt's own render stands in for a model's picture
+    assert eval_quality.main(["score", "--renders", "--judge", str(tiny_judge), "--n", "2", "--size", str(SIZE),
+                              "--jsonl", str(tiny_judge / "r.jsonl"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model"] == "dataset-renders" and summary["pictures"] == 2
+
+    from judge.infer import load
+
+    judge = load(tiny_judge)
+    out = judge.judge([Image.new("RGB", (100, 100), "white"), Image.new("RGB", (512, 512), "pink")])
+    assert len(out) == 2 and {"animals", "items", "place", "count", "colours"} <= set(out[0])
+
+
+# --- score on a tiny random bundle ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("score")
+    source = TinyQwen().write(tmp / "tiny.gguf")
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    encoder = eb.prune(source, tmp / "encoder.gguf", 2, load_vocabulary().encoder_words(),
+                       extra_meta={"source_sha256": sha, "layers": "2"}).path
+    b = Bundle()
+    ctx_dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
+    align = dict(ALIGNMENT_CONFIGS["small"], in_dim=TinyQwen().dim, ctx_dim=ctx_dim)
+    for part in (_unet_bundle("micro"), tiny_decoder_bundle("taesd"), alignment_bundle(align)):
+        b.kv.update(part.kv)
+        b.tensors.update(part.tensors)
+    b.kv.update(header_keys("test-eval", ["unet", "tiny_decoder", "alignment"]))
+    b.kv.update(sampling_keys(dict(SAMPLING_CONFIGS["flow3"], default_steps=2)))
+    b.kv.update(text_encoder_keys({"sha256": sha, "layers": 2}))
+    return b.write(tmp / "m.gguf"), encoder
+
+
+def test_score_reports_every_field(tiny_model, tmp_path, capsys):
+    model, encoder = tiny_model
+    jdir = tmp_path / "judge"  # initial weights: score needs no rendering, so no font either
+    assert eval_quality.main(["train", "--steps", "0", "--size", str(SIZE), "--dir", str(jdir)]) == 0
+    jsonl, sheet = tmp_path / "s.jsonl", tmp_path / "sheet.png"
+    capsys.readouterr()
+    assert eval_quality.main(["score", "--model", str(model), "--text-encoder", str(encoder), "--judge", str(jdir),
+                              "--n", "2", "--size", str(SIZE), "--jsonl", str(jsonl), "--sheet", str(sheet),
+                              "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert "not validated" in captured.err
+    m = summary["metrics"]
+    assert set(m) == {"animal", "accessory", "place", "count", "centred", "clean", "expression", "light", "colour"}
+    for k in ("animal", "accessory", "place", "count", "centred"):
+        assert m[k]["n"] >= 1 and 0.0 <= m[k]["value"] <= 1.0, k
+    assert summary["pictures"] == 2 and summary["targets"] == {"animal": 0.95, "accessory": 0.90, "place": 0.90}
+    assert summary["judge"]["validated"] is False and summary["model"] == "test-eval"
+    assert set(summary["items"]) and summary["sheet"] == str(sheet) and sheet.stat().st_size > 500
+    rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        assert {"index", "prompt", "english", "asked", "seed", "judged", "layout", "check", "settings"} <= set(r)
+        assert r["settings"]["size"] == SIZE
+        assert {"animal", "count", "items", "accessory", "colours", "place", "expression", "light", "centred", "clean",
+                "failed"} == set(r["check"])
+        assert {"centred", "clean", "subject", "centre", "box", "foreground", "stray_blobs"} <= set(r["layout"])
+    with Image.open(sheet) as img:
+        assert img.width == 8 * 192

@@ -1,0 +1,67 @@
+"""Load a trained judge and read pictures with it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import to_input
+from .labels import DENSE_CHANNELS, VOCAB_IDS, decode
+from .model import Judge, build, prepare
+
+TRAIN_DIR = Path(os.environ.get("CUTECPP_TRAIN_DIR", Path.home() / ".cache" / "cutecpp" / "train"))
+DEFAULT_DIR = TRAIN_DIR / "judge"
+
+
+def vocab_signature() -> dict[str, list[str]]:
+    """The ids behind every head, stored in checkpoints: a judge trained on another vocabulary is refused."""
+    return {k: list(v) for k, v in VOCAB_IDS.items()}
+
+
+@dataclass
+class LoadedJudge:
+    model: Judge
+    size: int
+    step: int
+    device: torch.device
+    path: Path
+    elapsed_s: float = 0.0
+
+    @torch.no_grad()
+    def outputs(self, images: torch.Tensor) -> list[dict[str, np.ndarray]]:
+        """uint8 [n, 3, S, S] -> per picture {head: logits (numpy, float32)}."""
+        out = self.model(prepare(images, self.device))
+        out = {k: v.float().cpu().numpy() for k, v in out.items()}
+        return [{k: v[i] for k, v in out.items()} for i in range(len(images))]
+
+    def judge(self, pictures: Sequence[Image.Image], batch: int = 32) -> list[dict]:
+        """Judged concepts (labels.decode) for pictures of any size."""
+        res: list[dict] = []
+        for k in range(0, len(pictures), batch):
+            x = torch.from_numpy(np.stack([to_input(p, self.size) for p in pictures[k : k + batch]]))
+            res.extend(decode(o) for o in self.outputs(x))
+        return res
+
+
+def load(path: str | os.PathLike[str] | None = None, device: str = "cpu", ema: bool = True) -> LoadedJudge:
+    """A judge from a training checkpoint (its EMA weights by default), in eval mode."""
+    path = Path(path) if path else DEFAULT_DIR / "latest.pt"
+    if path.is_dir():
+        path = path / "latest.pt"
+    if not path.exists():
+        raise SystemExit(f"no judge at {path}: train one with `python tools/eval_quality.py train` (docs/eval.md)")
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    if st.get("vocab") != vocab_signature():
+        raise SystemExit(f"{path}: this judge was trained on another vocabulary; train a new one")
+    model = build(st["config"])
+    model.load_state_dict(st["ema" if ema else "model"])
+    assert model.dense.out_channels == DENSE_CHANNELS
+    dev = torch.device(device)
+    model.to(dev).eval()
+    return LoadedJudge(model, int(st["config"]["size"]), int(st["step"]), dev, path, float(st.get("elapsed_s", 0)))
