@@ -13,6 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,15 @@ def child(model: str | None, runs: int, threads: int | None, launched: float) ->
 
 
 def run_bench(model: str | None, runs: int = 5, threads: int | None = None) -> dict[str, Any]:
+    # The child runs from a neutral directory, so `-m cutecpp.bench` imports the installed package
+    # and never a source checkout that happens to be the current directory; paths become absolute.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if env.get("CUTECPP_TEXT_ENCODER"):
+        env["CUTECPP_TEXT_ENCODER"] = str(Path(env["CUTECPP_TEXT_ENCODER"]).resolve())
+    model = str(Path(model).resolve()) if model is not None else None
     opts = {"model": model, "runs": runs, "threads": threads, "launched": time.time()}
     args = [sys.executable, "-m", "cutecpp.bench", json.dumps(opts)]
-    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
