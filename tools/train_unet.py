@@ -10,6 +10,8 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
 
 - `latents/shard-NNNNN.npz`: latents already scaled for the UNet (float16 [n, 16, 32, 32]) and each
   picture's `encoder_text` (the canonical prompt words: `cutecpp.prompt.parse_prompt(caption)`).
+- `latents/autoencoder.json`: the sha256 of the autoencoder that made them; prepare and export
+  refuse another one (the UNet learns that autoencoder's latent space, and ships with its decoder).
 - `text_states/<sha1 of encoder_text>.npy`: the text encoder's states for it (float16 [T, 896]), made
   once per distinct prompt with the same encoder, layers and word-by-word tokenization as the
   pipeline, so training and drawing condition on identical inputs.
@@ -49,6 +51,27 @@ def _state_path(text: str) -> Path:
     return TRAIN_DIR / "text_states" / (hashlib.sha1(text.encode()).hexdigest() + ".npy")
 
 
+def _autoencoder_id(folder: str | Path) -> str:
+    """sha256 of an exported autoencoder's weights: the latents are only valid for that autoencoder."""
+    return hashlib.sha256(Path(folder, "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+
+
+def _check_autoencoder(folder: str | Path, *, create: bool = False) -> None:
+    """The prepared latents were (or will be) made by this autoencoder; refuse a different one."""
+    stamp = TRAIN_DIR / "latents" / "autoencoder.json"
+    ae = _autoencoder_id(folder)
+    if stamp.exists():
+        made_by = json.loads(stamp.read_text())["sha256"]
+        if made_by != ae:
+            raise SystemExit(f"the latents in {stamp.parent} were made by autoencoder {made_by[:12]}..., but "
+                             f"{folder} is {ae[:12]}...: move {stamp.parent} away and prepare again, or pass "
+                             "--autoencoder with the one that made them")
+    elif create:
+        stamp.write_text(json.dumps({"sha256": ae, "folder": str(folder)}) + "\n")
+    else:
+        raise SystemExit(f"{stamp} is missing: run `python tools/train_unet.py prepare` first")
+
+
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
         np.save(f, arr)
@@ -74,6 +97,7 @@ def prepare(args) -> None:
                           threads=args.threads)
     (TRAIN_DIR / "latents").mkdir(parents=True, exist_ok=True)
     (TRAIN_DIR / "text_states").mkdir(parents=True, exist_ok=True)
+    _check_autoencoder(args.autoencoder, create=True)
     started = time.time()
     for shard in range(0, args.n, SHARD):
         path = TRAIN_DIR / "latents" / f"shard-{shard // SHARD:05d}.npz"
@@ -88,9 +112,10 @@ def prepare(args) -> None:
             if not state.exists():
                 _save_npy_atomic(state, encoder.encode(labels["encoder_text"].split()).astype(np.float16))
         latents = []
-        with torch.no_grad():
+        # bf16 halves the encoder's time here; the latents are stored as float16 anyway.
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             for k in range(0, len(images), 16):
-                z = ae.encoder(torch.from_numpy(np.stack(images[k : k + 16])))
+                z = ae.encoder(torch.from_numpy(np.stack(images[k : k + 16]))).float()
                 latents.append(((z - shift) * scale).numpy().astype(np.float16))
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
             np.savez(f, latents=np.concatenate(latents), texts=np.array(texts))
@@ -225,6 +250,7 @@ def export(args) -> None:
     from cutecpp.convert import convert
     from cutecpp.encoder_build import QWEN_CODER_05B
 
+    _check_autoencoder(args.autoencoder)  # the decoder shipped must be the one whose latents trained the UNet
     st = torch.load(TRAIN_DIR / "unet" / "latest.pt", map_location="cpu", weights_only=True)
     unet, align = make_models()
     unet.load_state_dict(st["ema_unet"])
