@@ -236,7 +236,9 @@ def run(args) -> dict:
     summary.update(model=pipe.model_id, model_path=model_path, jsonl=str(jsonl),
                    judge={"path": str(judge.path), "step": judge.step, **status},
                    prompts={"source": args.prompts, "lang": args.lang, "start": args.start, "n": args.n},
-                   settings=rows[0]["settings"] if rows else {})
+                   # The run's settings; each row keeps its own prompt, understanding and seed.
+                   settings={k: v for k, v in (rows[0]["settings"] if rows else {}).items()
+                             if k not in ("understood", "seed")})
     if args.sheet:
         from .sheet import contact_sheet
 
