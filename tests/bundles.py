@@ -268,3 +268,41 @@ def full_bundle(seed: int = 0) -> Bundle:
     b.kv.update(header_keys(f"test-full-{seed}", ["unet", "tiny_decoder", "vae_decoder", "alignment"]))
     return b
 
+
+
+def tiny_text_encoder(folder: Path, layers: int) -> tuple[Path, str]:
+    """A tiny random qwen2 encoder built the way cutecpp.encoder_build builds the real one (cut to
+    `layers` blocks, vocabulary pruned to the product's words, source identity recorded): its path
+    and its source's sha256, which a bundle names in `cutecpp.text_encoder.sha256`."""
+    import hashlib
+
+    from tiny_qwen import TinyQwen
+
+    from cutecpp import encoder_build
+    from cutecpp.vocab import load_vocabulary
+
+    source = TinyQwen().write(folder / "tiny.gguf")
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    built = encoder_build.prune(source, folder / "encoder.gguf", layers, load_vocabulary().encoder_words(),
+                                extra_meta={"source_sha256": sha, "layers": str(layers)})
+    return built.path, sha
+
+
+def pipeline_bundle(model_id: str, encoder_sha: str, *, layers: int, default_steps: int, sampling: str = "flow3",
+                    **sampling_changes: Any) -> Bundle:
+    """What Pipeline.load needs: the micro UNet, a TAESD-style decoder, an alignment module from the tiny
+    text encoder's width to the UNet's context, sampling settings and the text encoder's identity."""
+    from tiny_qwen import TinyQwen
+
+    from cutecpp.convert import text_encoder_keys
+
+    b = Bundle()
+    ctx_dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
+    align = dict(ALIGNMENT_CONFIGS["small"], in_dim=TinyQwen().dim, ctx_dim=ctx_dim)
+    for part in (unet_bundle("micro"), tiny_decoder_bundle("taesd"), alignment_bundle(align)):
+        b.kv.update(part.kv)
+        b.tensors.update(part.tensors)
+    b.kv.update(header_keys(model_id, ["unet", "tiny_decoder", "alignment"]))
+    b.kv.update(sampling_keys(dict(SAMPLING_CONFIGS[sampling], default_steps=default_steps, **sampling_changes)))
+    b.kv.update(text_encoder_keys({"sha256": encoder_sha, "layers": layers}))
+    return b

@@ -5,7 +5,6 @@ label encoding of every vocabulary id, a tiny judge trained, resumed and validat
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import random
 import sys
@@ -13,10 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundles import ALIGNMENT_CONFIGS, SAMPLING_CONFIGS, UNET_CONFIGS, Bundle, alignment_bundle, tiny_decoder_bundle
-from bundles import unet_bundle as _unet_bundle
+from bundles import pipeline_bundle, tiny_text_encoder
 from PIL import Image, ImageDraw
-from tiny_qwen import TinyQwen
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -26,8 +23,6 @@ from dataset import art  # noqa: E402
 from judge import labels as L  # noqa: E402
 from judge.layout import measure  # noqa: E402
 
-from cutecpp import encoder_build as eb  # noqa: E402
-from cutecpp.convert import header_keys, sampling_keys, text_encoder_keys  # noqa: E402
 from cutecpp.vocab import load_vocabulary  # noqa: E402
 
 needs_font = pytest.mark.skipif(
@@ -240,20 +235,8 @@ def test_train_saves_resumes_and_validates(tiny_judge, capsys):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("score")
-    source = TinyQwen().write(tmp / "tiny.gguf")
-    sha = hashlib.sha256(source.read_bytes()).hexdigest()
-    encoder = eb.prune(source, tmp / "encoder.gguf", 2, load_vocabulary().encoder_words(),
-                       extra_meta={"source_sha256": sha, "layers": "2"}).path
-    b = Bundle()
-    ctx_dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
-    align = dict(ALIGNMENT_CONFIGS["small"], in_dim=TinyQwen().dim, ctx_dim=ctx_dim)
-    for part in (_unet_bundle("micro"), tiny_decoder_bundle("taesd"), alignment_bundle(align)):
-        b.kv.update(part.kv)
-        b.tensors.update(part.tensors)
-    b.kv.update(header_keys("test-eval", ["unet", "tiny_decoder", "alignment"]))
-    b.kv.update(sampling_keys(dict(SAMPLING_CONFIGS["flow3"], default_steps=2)))
-    b.kv.update(text_encoder_keys({"sha256": sha, "layers": 2}))
-    return b.write(tmp / "m.gguf"), encoder
+    encoder, sha = tiny_text_encoder(tmp, 2)
+    return pipeline_bundle("test-eval", sha, layers=2, default_steps=2).write(tmp / "m.gguf"), encoder
 
 
 def test_score_reports_every_field(tiny_model, tmp_path, capsys):

@@ -3,32 +3,20 @@ picture output and cache, through the Python API and the CLI."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
 import pytest
-from bundles import (
-    ALIGNMENT_CONFIGS,
-    SAMPLING_CONFIGS,
-    UNET_CONFIGS,
-    Bundle,
-    alignment_bundle,
-    tiny_decoder_bundle,
-    unet_bundle,
-)
+from bundles import Bundle, pipeline_bundle, tiny_text_encoder, unet_bundle
 from click.testing import CliRunner
-from tiny_qwen import TinyQwen
 
 import cutecpp
-from cutecpp import encoder_build as eb
 from cutecpp.cli import cli
-from cutecpp.convert import header_keys, sampling_keys, text_encoder_keys
+from cutecpp.convert import header_keys
 from cutecpp.errors import CancelledError, InvalidArgumentError, ModelError
 from cutecpp.image import read_meta
 from cutecpp.pipeline import Pipeline
 from cutecpp.prompt import PromptError
-from cutecpp.vocab import load_vocabulary
 
 LAYERS = 2
 PROMPT = "小熊 穿蓝裤子 冰山上 笑"
@@ -36,25 +24,12 @@ PROMPT = "小熊 穿蓝裤子 冰山上 笑"
 
 @pytest.fixture(scope="module")
 def encoder_path(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pipe-encoder")
-    source = TinyQwen().write(tmp / "tiny.gguf")
-    sha = hashlib.sha256(source.read_bytes()).hexdigest()
-    out = eb.prune(source, tmp / "encoder.gguf", LAYERS, load_vocabulary().encoder_words(),
-                   extra_meta={"source_sha256": sha, "layers": str(LAYERS)})
-    return out.path, sha
+    return tiny_text_encoder(tmp_path_factory.mktemp("pipe-encoder"), LAYERS)
 
 
 def make_bundle(path, sha: str, *, sampling: str = "flow3", layers: int = LAYERS, **sampling_changes):
-    b = Bundle()
-    ctx_dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
-    align = dict(ALIGNMENT_CONFIGS["small"], in_dim=TinyQwen().dim, ctx_dim=ctx_dim)
-    for part in (unet_bundle("micro"), tiny_decoder_bundle("taesd"), alignment_bundle(align)):
-        b.kv.update(part.kv)
-        b.tensors.update(part.tensors)
-    b.kv.update(header_keys("test-pipeline", ["unet", "tiny_decoder", "alignment"]))
-    b.kv.update(sampling_keys(dict(SAMPLING_CONFIGS[sampling], default_steps=4, **sampling_changes)))
-    b.kv.update(text_encoder_keys({"sha256": sha, "layers": layers}))
-    return b.write(path)
+    return pipeline_bundle("test-pipeline", sha, layers=layers, default_steps=4, sampling=sampling,
+                           **sampling_changes).write(path)
 
 
 @pytest.fixture(scope="module")

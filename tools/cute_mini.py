@@ -8,7 +8,12 @@ states to a 256-wide context; rectified-flow sampling.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
+
+# Where every training tool keeps its checkpoints, logs and prepared data (CUTECPP_TRAIN_DIR moves it).
+TRAIN_DIR = Path(os.environ.get("CUTECPP_TRAIN_DIR", Path.home() / ".cache" / "cutecpp" / "train"))
 
 IMAGE_SIZE = 512
 LATENT_CHANNELS = 16

@@ -83,6 +83,11 @@ def labels_for(scene: Scene, rng: random.Random, vocab: Vocabulary | None = None
     return {**scene.concepts(), "members": list(scene.members), "captions": captions, "encoder_text": encoder_text}
 
 
+def labels(index: int, split: str = "train", seed: int = 0, vocab: Vocabulary | None = None) -> dict:
+    """The labels of picture `index` without drawing it: concepts, captions, encoder text (as render's)."""
+    return labels_for(scene_for(index, split, seed, vocab), _rng(seed, split, index, "caption"), vocab)
+
+
 def render_scene(scene: Scene, size: int = 512, rng: random.Random | None = None,
                  vocab: Vocabulary | None = None) -> tuple[Image.Image, list[dict], dict]:
     """Draw a given scene (for tests and tools): (RGB image, boxes, background colours)."""

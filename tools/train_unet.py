@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cute_mini  # noqa: E402
 
-TRAIN_DIR = Path(os.environ.get("CUTECPP_TRAIN_DIR", Path.home() / ".cache" / "cutecpp" / "train"))
+TRAIN_DIR = cute_mini.TRAIN_DIR
 SHARD = 256
 DROP_CAPTION = 0.1
 

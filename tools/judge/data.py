@@ -11,17 +11,13 @@ exactly the pictures it would have seen.
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
+from make_dataset import render  # tools/ (judge/__init__.py puts it on sys.path)
 from PIL import Image, ImageFilter
 
 from .labels import Targets, collate, encode
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from make_dataset import render  # noqa: E402
 
 
 def to_input(image: Image.Image, size: int) -> np.ndarray:

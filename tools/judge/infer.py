@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cute_mini import TRAIN_DIR
 from PIL import Image
 
 from .data import to_input
 from .labels import DENSE_CHANNELS, VOCAB_IDS, decode
 from .model import Judge, build, prepare
 
-TRAIN_DIR = Path(os.environ.get("CUTECPP_TRAIN_DIR", Path.home() / ".cache" / "cutecpp" / "train"))
 DEFAULT_DIR = TRAIN_DIR / "judge"
 
 

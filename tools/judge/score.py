@@ -47,14 +47,12 @@ def english_gloss(asked: dict) -> str:
 def heldout_prompts(n: int, start: int = 0, source: str = "caption", lang: str = "zh", seed: int = 0) -> list[dict]:
     """Prompts from held-out pictures start .. start + n - 1 (their concepts; nothing is drawn)."""
     import make_dataset
-    from make_dataset import labels_for, scene_for
 
     from cutecpp.prompt import parse_prompt
 
     out = []
     for index in range(start, start + n):
-        scene = scene_for(index, "heldout", seed)
-        labels = labels_for(scene, make_dataset._rng(seed, "heldout", index, "caption"))
+        labels = make_dataset.labels(index, "heldout", seed)
         caps = labels["captions"]
         prompt = labels["encoder_text"] if source == "encoder_text" else (caps.get(lang) or caps["zh"])[0]
         p = parse_prompt(prompt)
