@@ -279,6 +279,9 @@ TINY_DEFAULTS: dict[str, Any] = {
     "num_decoder_blocks": [3, 3, 3, 1], "latent_magnitude": 3, "latent_shift": 0.5, "force_upcast": False,
     "scaling_factor": 1.0, "shift_factor": 0.0,
 }
+# Not AutoencoderTiny settings (from_pretrained warns and ignores them) but accepted in its config:
+# AutoencoderKL's per-channel latent statistics, which cute-mini's export writes.
+LATENT_STATS: dict[str, Any] = {"latents_mean": None, "latents_std": None}
 # AutoencoderTiny registers a copy of decoder_block_out_channels as block_out_channels; the
 # encoder's settings, latent_magnitude/latent_shift (only its scale_latents helper) and
 # force_upcast (a pipeline precision hint) do not change the decoder, so any value is accepted.
@@ -294,18 +297,17 @@ VAE_DEFAULTS: dict[str, Any] = {
     "shift_factor": None, "latents_mean": None, "latents_std": None, "force_upcast": True, "use_quant_conv": True,
     "use_post_quant_conv": True, "mid_block_add_attention": True,
 }
-# Selects what the C++ decoder does not implement unless left at its default: another activation,
-# per-channel latent statistics (applied by some pipelines instead of scaling_factor) and a
-# missing post_quant_conv.
+# Selects what the C++ decoder does not implement unless left at its default: another activation
+# and a missing post_quant_conv.
 # The encoder's settings (in_channels, down_block_types, use_quant_conv), sample_size (tiling
 # only) and force_upcast (a precision hint) do not change the decoder, so any value is accepted.
-VAE_FIXED = {"act_fn", "latents_mean", "latents_std", "use_post_quant_conv"}
+VAE_FIXED = {"act_fn", "use_post_quant_conv"}
 VAE_UP_BLOCK = "UpDecoderBlock2D"
 
 
 def tiny_decoder_keys(config: dict[str, Any]) -> KeyValues:
     """The cutecpp.tiny_decoder.* keys for a diffusers AutoencoderTiny config.json dict."""
-    s = _settings(config, "AutoencoderTiny", TINY_DEFAULTS, TINY_FIXED, TINY_ALSO_KNOWN)
+    s = _settings(config, "AutoencoderTiny", {**TINY_DEFAULTS, **LATENT_STATS}, TINY_FIXED, TINY_ALSO_KNOWN)
     channels = _u32_list("decoder_block_out_channels", s["decoder_block_out_channels"])
     blocks = _u32_list("num_decoder_blocks", s["num_decoder_blocks"])
     if len(blocks) != len(channels):
@@ -324,8 +326,7 @@ def tiny_decoder_keys(config: dict[str, Any]) -> KeyValues:
                                           None),
         p + "act_fn": (STR, s["act_fn"], None),
         p + "upsample_fn": (STR, s["upsample_fn"], None),
-        p + "scaling_factor": (F32, _number("scaling_factor", s["scaling_factor"]), None),
-        p + "shift_factor": (F32, _number("shift_factor", s["shift_factor"]), None),
+        **_scaling_keys(p, s),
     }
 
 
@@ -340,7 +341,6 @@ def vae_decoder_keys(config: dict[str, Any]) -> KeyValues:
     if len(up) != len(channels):
         raise ConvertError(f"up_block_types = {s['up_block_types']!r}: needs one entry per "
                            f"block_out_channels entry ({len(channels)})")
-    shift = 0.0 if s["shift_factor"] is None else _number("shift_factor", s["shift_factor"])
     p = "cutecpp.vae_decoder."
     return {
         p + "latent_channels": (U32, _u32("latent_channels", s["latent_channels"]), None),
@@ -350,9 +350,31 @@ def vae_decoder_keys(config: dict[str, Any]) -> KeyValues:
         p + "norm_num_groups": (U32, _u32("norm_num_groups", s["norm_num_groups"]), None),
         p + "act_fn": (STR, "silu", None),
         p + "mid_block_add_attention": (BOOL, _bool("mid_block_add_attention", s["mid_block_add_attention"]), None),
-        p + "scaling_factor": (F32, _number("scaling_factor", s["scaling_factor"]), None),
-        p + "shift_factor": (F32, shift, None),
+        **_scaling_keys(p, s),
     }
+
+
+def _scaling_keys(p: str, s: dict[str, Any]) -> KeyValues:
+    """What the decoder undoes first (docs/bundle-format.md): scaling_factor, shift_factor (null means 0)
+    and, when given, latents_mean and latents_std (one number per latent channel, both or neither)."""
+    keys: KeyValues = {
+        p + "scaling_factor": (F32, _number("scaling_factor", s["scaling_factor"]), None),
+        p + "shift_factor": (F32, 0.0 if s["shift_factor"] is None else _number("shift_factor", s["shift_factor"]),
+                             None),
+    }
+    mean, std = s["latents_mean"], s["latents_std"]
+    if (mean is None) != (std is None):
+        raise ConvertError("latents_mean and latents_std come together: one of them is null")
+    if mean is not None:
+        channels = _u32("latent_channels", s["latent_channels"])
+        for key, values in (("latents_mean", mean), ("latents_std", std)):
+            numbers = [_number(key, v) for v in _list(key, values)]
+            if len(numbers) != channels:
+                raise ConvertError(f"{key} has {len(numbers)} values for {channels} latent channels")
+            if key == "latents_std" and min(numbers) <= 0:
+                raise ConvertError(f"latents_std = {values!r}: every value must be > 0")
+            keys[p + key] = (ARR, numbers, F32)
+    return keys
 
 
 # --- the alignment module ------------------------------------------------------------------------

@@ -166,7 +166,8 @@ class Context:
     def tiny_decode(self, latents: np.ndarray) -> np.ndarray:
         """Tiny (TAESD-style) decoder: latents [n, C, h, w] as the UNet produced them -> image [n, 3, h*f, w*f].
 
-        The decoder first computes latents / scaling_factor + shift_factor; the image is in [-1, 1].
+        The decoder first undoes the latent scaling (latents / scaling_factor + shift_factor, or with
+        per-channel latents_mean/latents_std: docs/bundle-format.md); the image is in [-1, 1].
         f = upsampling_scaling_factor ** (stages - 1), 16 for cute-mini.
         """
         dec = self._component("tiny_decoder")
@@ -176,8 +177,8 @@ class Context:
     def vae_decode(self, latents: np.ndarray) -> np.ndarray:
         """SD VAE (AutoencoderKL) decoder: latents [n, C, h, w] as the UNet produced them -> image [n, 3, 8h, 8w].
 
-        The decoder first computes latents / scaling_factor + shift_factor (as diffusers pipelines
-        do before vae.decode); the image is about [-1, 1], not clamped. The factor 8 is
+        The decoder first undoes the latent scaling as diffusers pipelines do before vae.decode
+        (docs/bundle-format.md); the image is about [-1, 1], not clamped. The factor 8 is
         2 ** (levels - 1) in general.
         """
         dec = self._component("vae_decoder")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundles import UNET_CONFIGS, decoder_state, make_kl, make_tiny, make_unet
-from gguf import GGUFReader
+from gguf import GGUFReader, GGUFValueType
 from gguf.quants import dequantize
 
 import cutecpp
@@ -31,6 +32,7 @@ from cutecpp.convert import (
     read_safetensors,
     tiny_decoder_keys,
     unet_keys,
+    vae_decoder_keys,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -504,6 +506,35 @@ def test_tiny_settings_refused_naming_the_key(decoders, key, value):
     config = dict(decoders["tiny"][1].config)
     with pytest.raises(ConvertError, match=key):
         tiny_decoder_keys({**config, key: value})
+
+
+def test_latent_statistics_written_for_both_decoders(decoders):
+    config = dict(decoders["tiny"][1].config)
+    channels = config["latent_channels"]
+    stats = {"latents_mean": [0.5] * channels, "latents_std": [2] * channels}
+    keys = tiny_decoder_keys({**config, **stats})
+    assert keys["cutecpp.tiny_decoder.latents_mean"] == (GGUFValueType.ARRAY, [0.5] * channels, GGUFValueType.FLOAT32)
+    assert keys["cutecpp.tiny_decoder.latents_std"] == (GGUFValueType.ARRAY, [2.0] * channels, GGUFValueType.FLOAT32)
+    assert "cutecpp.tiny_decoder.latents_mean" not in tiny_decoder_keys(config)
+    vae = dict(make_kl("sd").config)
+    n = vae["latent_channels"]
+    keys = vae_decoder_keys({**vae, "latents_mean": [0.0] * n, "latents_std": [1.0] * n})
+    assert keys["cutecpp.vae_decoder.latents_std"][1] == [1.0] * n
+
+
+@pytest.mark.parametrize(("stats", "words"), [
+    ({"latents_mean": [0.0]}, "come together"),
+    ({"latents_mean": [0.0], "latents_std": [1.0]}, "latents_mean has 1 values for"),
+    ({"latents_mean": "zero", "latents_std": [1.0]}, "latents_mean = 'zero': expected a non-empty list"),
+    ({"latents_mean": ["a"], "latents_std": [1.0]}, "latents_mean = 'a': expected a number"),
+])
+def test_bad_latent_statistics_refused(decoders, stats, words):
+    config = dict(decoders["tiny"][1].config)
+    with pytest.raises(ConvertError, match=re.escape(words)):
+        tiny_decoder_keys({**config, **stats})
+    n = config["latent_channels"]
+    with pytest.raises(ConvertError, match="every value must be > 0"):
+        tiny_decoder_keys({**config, "latents_mean": [0.0] * n, "latents_std": [1.0] * (n - 1) + [0.0]})
 
 
 def test_folder_of_the_wrong_class(saved, decoders, tmp_path):

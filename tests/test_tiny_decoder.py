@@ -67,3 +67,53 @@ def test_latent_scaling_is_undone_before_decoding(tmp_path):
         ref = vae.decode(torch.from_numpy(latents / 0.5 + 0.25)).sample.numpy()
     got = ctx.tiny_decode(latents)
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def per_channel_bundle(mean, std, *, scaling_factor=0.5, shift_factor=0.25):
+    bundle = tiny_decoder_bundle("taesd")
+    p = "cutecpp.tiny_decoder."
+    bundle.set(p + "scaling_factor", GGUFValueType.FLOAT32, scaling_factor)
+    bundle.set(p + "shift_factor", GGUFValueType.FLOAT32, shift_factor)
+    for key, values in (("latents_mean", mean), ("latents_std", std)):
+        if values is not None:
+            bundle.set(p + key, GGUFValueType.ARRAY, values, GGUFValueType.FLOAT32)
+    return bundle
+
+
+def test_per_channel_latent_statistics_are_undone(tmp_path):
+    """With latents_mean/latents_std the decoder sees latents * std / scaling_factor + mean + shift_factor
+    (diffusers' per-channel convention; cute-mini's UNet learns per-channel normalised latents)."""
+    vae = make_tiny("taesd")
+    mean, std = [0.5, -1.0, 2.0, 0.0], [0.25, 1.5, 0.5, 2.0]
+    path = per_channel_bundle(mean, std).write(tmp_path / "stats.gguf")
+    model = cutecpp.Model.load(path)
+    dec = model.info["config"]["components"]["tiny_decoder"]
+    assert dec["latents_mean"] == pytest.approx(mean) and dec["latents_std"] == pytest.approx(std)
+    latents = np.random.default_rng(2).standard_normal((2, 4, 3, 5)).astype(np.float32)
+    m, s = (np.asarray(v, np.float32)[None, :, None, None] for v in (mean, std))
+    with torch.no_grad():
+        ref = vae.decode(torch.from_numpy(latents * s / 0.5 + m + 0.25)).sample.numpy()
+        plain = vae.decode(torch.from_numpy(latents / 0.5 + 0.25)).sample.numpy()
+    got = cutecpp.Context(model, threads=2).tiny_decode(latents)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert np.abs(got - plain).max() > 0.01  # the statistics changed the picture
+
+
+@pytest.mark.parametrize(("mean", "std", "words"), [
+    ([0.0] * 4, None, "'cutecpp.tiny_decoder.latents_std': missing"),
+    (None, [1.0] * 4, "'cutecpp.tiny_decoder.latents_mean': missing"),
+    ([0.0] * 3, [1.0] * 4, "has 3 values for 4 latent channels"),
+    ([0.0] * 4, [1.0, 1.0, 0.0, 1.0], "values must be in (0, 1000)"),
+    ([0.0, float("nan"), 0.0, 0.0], [1.0] * 4, "values must be in (-1000, 1000)"),
+])
+def test_bad_latent_statistics_refused(tmp_path, mean, std, words):
+    with pytest.raises(cutecpp.UnsupportedError) as info:
+        cutecpp.Model.load(per_channel_bundle(mean, std).write(tmp_path / "bad.gguf"))
+    assert words in str(info.value)
+
+
+def test_latent_statistics_of_another_type_refused(tmp_path):
+    bundle = per_channel_bundle([0.0] * 4, [1.0] * 4)
+    bundle.set("cutecpp.tiny_decoder.latents_std", GGUFValueType.ARRAY, [1] * 4, GGUFValueType.UINT32)
+    with pytest.raises(cutecpp.ModelError, match="must be an array of float32"):
+        cutecpp.Model.load(bundle.write(tmp_path / "bad.gguf"))

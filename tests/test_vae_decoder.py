@@ -92,7 +92,7 @@ def test_sd_layout_names_fit_and_load(tmp_path):
     assert info["config"]["components"]["vae_decoder"] == {
         "latent_channels": 4, "out_channels": 3, "block_out_channels": [8, 16], "layers_per_block": 1,
         "norm_num_groups": 4, "act_fn": "silu", "mid_block_add_attention": True,
-        "scaling_factor": pytest.approx(0.18215), "shift_factor": 0.0,
+        "scaling_factor": pytest.approx(0.18215), "shift_factor": 0.0, "latents_mean": None, "latents_std": None,
     }
 
 

@@ -46,12 +46,43 @@ std::string one_of(const GGUFFile & f, const std::string & key, const std::vecto
     return v;
 }
 
-// A decoder's latent scaling: the decoder sees latents / scaling_factor + shift_factor.
-void read_latent_scaling(const GGUFFile & f, const std::string & p, float & scaling_factor, float & shift_factor) {
-    scaling_factor = f.get_f32(p + "scaling_factor");
-    shift_factor = f.get_f32(p + "shift_factor");
-    if (!(scaling_factor > 0.0f && scaling_factor < 1000.0f)) bad_value(p + "scaling_factor", "must be in (0, 1000)");
-    if (!(shift_factor > -1000.0f && shift_factor < 1000.0f)) bad_value(p + "shift_factor", "must be in (-1000, 1000)");
+// A decoder's latent scaling (LatentScaling in config.h); the per-channel statistics are optional
+// but come together, one value per latent channel.
+LatentScaling read_latent_scaling(const GGUFFile & f, const std::string & p, uint32_t latent_channels) {
+    LatentScaling s;
+    s.scaling_factor = f.get_f32(p + "scaling_factor");
+    s.shift_factor = f.get_f32(p + "shift_factor");
+    if (!(s.scaling_factor > 0.0f && s.scaling_factor < 1000.0f)) bad_value(p + "scaling_factor", "must be in (0, 1000)");
+    if (!(s.shift_factor > -1000.0f && s.shift_factor < 1000.0f)) bad_value(p + "shift_factor", "must be in (-1000, 1000)");
+    const bool has_mean = f.has(p + "latents_mean");
+    if (has_mean != f.has(p + "latents_std")) {
+        bad_value(p + (has_mean ? "latents_std" : "latents_mean"), "missing: latents_mean and latents_std come together");
+    }
+    if (!has_mean) return s;
+    s.latents_mean = f.get_f32_array(p + "latents_mean");
+    s.latents_std = f.get_f32_array(p + "latents_std");
+    if (s.latents_mean.size() != latent_channels) {
+        bad_value(p + "latents_mean", "has " + std::to_string(s.latents_mean.size()) + " values for " + std::to_string(latent_channels) + " latent channels");
+    }
+    if (s.latents_std.size() != latent_channels) {
+        bad_value(p + "latents_std", "has " + std::to_string(s.latents_std.size()) + " values for " + std::to_string(latent_channels) + " latent channels");
+    }
+    for (uint32_t i = 0; i < latent_channels; ++i) {
+        if (!(s.latents_mean[i] > -1000.0f && s.latents_mean[i] < 1000.0f)) bad_value(p + "latents_mean", "values must be in (-1000, 1000)");
+        if (!(s.latents_std[i] > 0.0f && s.latents_std[i] < 1000.0f)) bad_value(p + "latents_std", "values must be in (0, 1000)");
+    }
+    return s;
+}
+
+// The config JSON's latent scaling fields (latents_mean/latents_std null when absent).
+void scaling_fields(const LatentScaling & s, std::vector<std::pair<std::string, std::string>> & fields) {
+    using json::array;
+    using json::num;
+    const auto f = [](float v) { return num(v); };
+    fields.emplace_back("scaling_factor", num(s.scaling_factor));
+    fields.emplace_back("shift_factor", num(s.shift_factor));
+    fields.emplace_back("latents_mean", s.latents_mean.empty() ? "null" : array(s.latents_mean, f));
+    fields.emplace_back("latents_std", s.latents_std.empty() ? "null" : array(s.latents_std, f));
 }
 
 // One level's channel count: in range and split evenly into GroupNorm groups.
@@ -118,7 +149,7 @@ TinyDecoderConfig read_tiny_decoder(const GGUFFile & f) {
     c.upsampling_scaling_factor = u32_in(f, p + "upsampling_scaling_factor", 1, 4);
     one_of(f, p + "act_fn", {"relu"});
     one_of(f, p + "upsample_fn", {"nearest"});
-    read_latent_scaling(f, p, c.scaling_factor, c.shift_factor);
+    c.scaling = read_latent_scaling(f, p, c.latent_channels);
     c.block_out_channels = f.get_u32_array(p + "block_out_channels");
     c.num_blocks = f.get_u32_array(p + "num_blocks");
     const size_t n = c.block_out_channels.size();
@@ -143,7 +174,7 @@ VaeDecoderConfig read_vae_decoder(const GGUFFile & f) {
     c.norm_num_groups = u32_in(f, p + "norm_num_groups", 1, kMaxChannels);
     one_of(f, p + "act_fn", {"silu"});
     c.mid_block_add_attention = f.get_bool(p + "mid_block_add_attention");
-    read_latent_scaling(f, p, c.scaling_factor, c.shift_factor);
+    c.scaling = read_latent_scaling(f, p, c.latent_channels);
     c.block_out_channels = f.get_u32_array(p + "block_out_channels");
     const size_t n = c.block_out_channels.size();
     if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " levels, got " + std::to_string(n));
@@ -231,6 +262,18 @@ SamplingConfig read_sampling(const GGUFFile & f) {
 }
 
 }  // namespace
+
+void LatentScaling::unscale(const float * in, float * out, int64_t n, int64_t channels, int64_t hw) const {
+    const bool per_channel = !latents_mean.empty();
+    for (int64_t b = 0; b < n; ++b) {
+        for (int64_t c = 0; c < channels; ++c) {
+            const float mul = (per_channel ? latents_std[c] : 1.0f) / scaling_factor;
+            const float add = (per_channel ? latents_mean[c] : 0.0f) + shift_factor;
+            const int64_t at = (b * channels + c) * hw;
+            for (int64_t i = 0; i < hw; ++i) out[at + i] = in[at + i] * mul + add;
+        }
+    }
+}
 
 uint32_t TinyDecoderConfig::upscale() const {
     uint32_t f = 1;
@@ -324,7 +367,7 @@ std::string config_json(const BundleConfig & c) {
     }
     if (c.tiny_decoder) {
         const TinyDecoderConfig & d = *c.tiny_decoder;
-        comps.emplace_back("tiny_decoder", object({
+        std::vector<std::pair<std::string, std::string>> fields = {
             {"latent_channels", u(d.latent_channels)},
             {"out_channels", u(d.out_channels)},
             {"block_out_channels", array(d.block_out_channels, u)},
@@ -332,13 +375,13 @@ std::string config_json(const BundleConfig & c) {
             {"upsampling_scaling_factor", u(d.upsampling_scaling_factor)},
             {"act_fn", str("relu")},
             {"upsample_fn", str("nearest")},
-            {"scaling_factor", num(d.scaling_factor)},
-            {"shift_factor", num(d.shift_factor)},
-        }));
+        };
+        scaling_fields(d.scaling, fields);
+        comps.emplace_back("tiny_decoder", object(fields));
     }
     if (c.vae_decoder) {
         const VaeDecoderConfig & d = *c.vae_decoder;
-        comps.emplace_back("vae_decoder", object({
+        std::vector<std::pair<std::string, std::string>> fields = {
             {"latent_channels", u(d.latent_channels)},
             {"out_channels", u(d.out_channels)},
             {"block_out_channels", array(d.block_out_channels, u)},
@@ -346,9 +389,9 @@ std::string config_json(const BundleConfig & c) {
             {"norm_num_groups", u(d.norm_num_groups)},
             {"act_fn", str("silu")},
             {"mid_block_add_attention", d.mid_block_add_attention ? "true" : "false"},
-            {"scaling_factor", num(d.scaling_factor)},
-            {"shift_factor", num(d.shift_factor)},
-        }));
+        };
+        scaling_fields(d.scaling, fields);
+        comps.emplace_back("vae_decoder", object(fields));
     }
     if (c.alignment) {
         const AlignmentConfig & a = *c.alignment;

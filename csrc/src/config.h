@@ -37,6 +37,21 @@ struct UnetConfig {
     uint32_t time_embed_dim() const { return block_out_channels.at(0) * 4; }
 };
 
+// How a decoder undoes the latent scaling the UNet was trained with (diffusers'
+// conventions): without per-channel statistics it sees
+//     latents / scaling_factor + shift_factor,
+// with them (latents_mean, latents_std: one value per latent channel)
+//     latents * latents_std[c] / scaling_factor + latents_mean[c] + shift_factor.
+struct LatentScaling {
+    float scaling_factor = 1.0f;
+    float shift_factor = 0.0f;
+    std::vector<float> latents_mean;  // empty, or latent_channels values
+    std::vector<float> latents_std;   // empty, or latent_channels values (> 0)
+
+    // in, out: [n, channels, hw] floats, C order (may be the same buffer).
+    void unscale(const float * in, float * out, int64_t n, int64_t channels, int64_t hw) const;
+};
+
 // A diffusers AutoencoderTiny decoder (TAESD-style): conv, ReLU, per stage
 // `num_blocks` residual blocks then (except last) nearest upsampling and a conv.
 struct TinyDecoderConfig {
@@ -45,8 +60,7 @@ struct TinyDecoderConfig {
     std::vector<uint32_t> block_out_channels;  // equal at every stage (diffusers requires it)
     std::vector<uint32_t> num_blocks;
     uint32_t upsampling_scaling_factor = 0;
-    float scaling_factor = 1.0f;  // the decoder sees latents / scaling_factor + shift_factor
-    float shift_factor = 0.0f;
+    LatentScaling scaling;  // what the decoder undoes first
 
     uint32_t upscale() const;  // total: factor ^ (stages - 1)
 };
@@ -62,8 +76,7 @@ struct VaeDecoderConfig {
     uint32_t layers_per_block = 0;
     uint32_t norm_num_groups = 0;
     bool mid_block_add_attention = true;
-    float scaling_factor = 1.0f;  // the decoder sees latents / scaling_factor + shift_factor
-    float shift_factor = 0.0f;
+    LatentScaling scaling;  // what the decoder undoes first
 
     uint32_t upscale() const { return 1u << (block_out_channels.size() - 1); }
 };

@@ -177,8 +177,8 @@ void cutecpp_context::unet_eval(const float * sample, int n, int h, int w, const
     run(unet, {sample, tproj.data(), context}, out);
 }
 
-void cutecpp_context::decode(Planned & p, DecoderBuild build, uint32_t latent_channels, uint32_t upscale,
-                             const float * latents, int n, int h, int w, float * out) {
+void cutecpp_context::decode(Planned & p, DecoderBuild build, const LatentScaling & scaling, uint32_t latent_channels,
+                             uint32_t upscale, const float * latents, int n, int h, int w, float * out) {
     check_batch_and_side(n, h, w, 1);
     if (static_cast<int64_t>(h) * upscale > 4096 || static_cast<int64_t>(w) * upscale > 4096) {
         fail(CUTECPP_ERR_INVALID_ARGUMENT, "decoded image would exceed 4096 pixels per side");
@@ -187,19 +187,21 @@ void cutecpp_context::decode(Planned & p, DecoderBuild build, uint32_t latent_ch
         in = {ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w, h, latent_channels, n)};
         return build(ctx, model, in[0], blocks);
     });
-    run(p, {latents}, out);
+    std::vector<float> unscaled(static_cast<size_t>(n) * latent_channels * h * w);
+    scaling.unscale(latents, unscaled.data(), n, latent_channels, static_cast<int64_t>(h) * w);
+    run(p, {unscaled.data()}, out);
 }
 
 void cutecpp_context::tiny_decode(const float * latents, int n, int h, int w, float * out) {
     if (!model.config.tiny_decoder) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no tiny_decoder component");
     const TinyDecoderConfig & c = *model.config.tiny_decoder;
-    decode(tiny_, build_tiny_decoder, c.latent_channels, c.upscale(), latents, n, h, w, out);
+    decode(tiny_, build_tiny_decoder, c.scaling, c.latent_channels, c.upscale(), latents, n, h, w, out);
 }
 
 void cutecpp_context::vae_decode(const float * latents, int n, int h, int w, float * out) {
     if (!model.config.vae_decoder) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no vae_decoder component");
     const VaeDecoderConfig & c = *model.config.vae_decoder;
-    decode(vae_, build_vae_decoder, c.latent_channels, c.upscale(), latents, n, h, w, out);
+    decode(vae_, build_vae_decoder, c.scaling, c.latent_channels, c.upscale(), latents, n, h, w, out);
 }
 
 void cutecpp_context::align(const float * states, int n, int t, float * out) {

@@ -24,10 +24,10 @@ struct cutecpp_context {
     void unet_eval(const float * sample, int n, int h, int w, const float * timesteps, const float * context, int t,
                    float * out);
     // latents [n, C, h, w] (as the UNet produced them) -> image [n, 3, h*f, w*f] in [-1, 1]:
-    // the tiny decoder, after latents / scaling_factor + shift_factor.
+    // the tiny decoder, after undoing the latent scaling (LatentScaling in config.h).
     void tiny_decode(const float * latents, int n, int h, int w, float * out);
     // latents [n, C, h, w] (as the UNet produced them) -> image [n, 3, h*f, w*f], about [-1, 1]
-    // (not clamped): the SD VAE decoder, after latents / scaling_factor + shift_factor.
+    // (not clamped): the SD VAE decoder, after undoing the latent scaling (LatentScaling).
     void vae_decode(const float * latents, int n, int h, int w, float * out);
     // states [n, t, in_dim] (the text encoder's) -> context [n, t, ctx_dim] for the UNet (C order):
     // the alignment module.
@@ -61,8 +61,8 @@ private:
                                            std::vector<ggml_tensor *> & blocks);
 
     void plan(Planned & p, std::vector<int64_t> key, const Builder & build);
-    void decode(Planned & p, DecoderBuild build, uint32_t latent_channels, uint32_t upscale, const float * latents,
-                int n, int h, int w, float * out);
+    void decode(Planned & p, DecoderBuild build, const cutecpp::LatentScaling & scaling, uint32_t latent_channels,
+                uint32_t upscale, const float * latents, int n, int h, int w, float * out);
     void run(Planned & p, const std::vector<const float *> & inputs, float * out);
     static void release(Planned & p);
     void profile(Planned & p);

@@ -257,6 +257,17 @@ std::vector<uint32_t> GGUFFile::get_u32_array(const std::string & key) const {
     return std::vector<uint32_t>(p, p + n);
 }
 
+std::vector<float> GGUFFile::get_f32_array(const std::string & key) const {
+    const int64_t id = find_key(key, GGUF_TYPE_ARRAY);
+    if (gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_FLOAT32) {
+        fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be an array of float32 but is an array of " +
+                                    type_name(gguf_get_arr_type(gguf_.get(), id)));
+    }
+    const size_t n = gguf_get_arr_n(gguf_.get(), id);
+    const auto * p = static_cast<const float *>(gguf_get_arr_data(gguf_.get(), id));
+    return std::vector<float>(p, p + n);
+}
+
 std::vector<std::string> GGUFFile::get_string_array(const std::string & key) const {
     const int64_t id = find_key(key, GGUF_TYPE_ARRAY);
     if (gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_STRING) {

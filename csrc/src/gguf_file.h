@@ -61,6 +61,7 @@ public:
     double get_f64(const std::string & key) const;
     bool get_bool(const std::string & key) const;
     std::vector<uint32_t> get_u32_array(const std::string & key) const;
+    std::vector<float> get_f32_array(const std::string & key) const;
     std::vector<std::string> get_string_array(const std::string & key) const;
     // Keys read so far through the getters above.
     const std::set<std::string> & keys_read() const { return keys_read_; }

@@ -85,9 +85,8 @@ ggml_tensor * build_tiny_decoder(ggml_context * ctx, const cutecpp_model & model
         void relu(int) { x = ggml_relu(ctx, x); }
         void upsample(int) { pending *= factor; }
     };
-    // The pipeline's unscaling, then x = tanh(x / 3) * 3 as DecoderTiny.forward.
-    ggml_tensor * x = ggml_scale_bias(ctx, latents, 1.0f / c.scaling_factor, c.shift_factor);
-    x = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, x, 1.0f / 3.0f)), 3.0f);
+    // x = tanh(x / 3) * 3 as DecoderTiny.forward (the caller has undone the latent scaling).
+    ggml_tensor * x = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, latents, 1.0f / 3.0f)), 3.0f);
     Graph g{ctx, Blocks{ctx, model}, static_cast<int>(c.upsampling_scaling_factor), x, blocks};
     walk(c, g);
     return ggml_scale_bias(ctx, g.x, 2.0f, -1.0f);  // [0, 1] -> [-1, 1]

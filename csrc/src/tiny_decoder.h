@@ -11,8 +11,8 @@ struct ggml_tensor;
 
 namespace cutecpp {
 
-// latents [w, h, latent_channels, N] as the UNet produced them (divided by
-// scaling_factor and shifted by shift_factor here, as for the VAE decoder) ->
+// latents [w, h, latent_channels, N] with the latent scaling already undone
+// (LatentScaling::unscale, as a diffusers pipeline does before decode) ->
 // image [w*f, h*f, out_channels, N] in [-1, 1] (diffusers' decode output).
 ggml_tensor * build_tiny_decoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * latents,
                                  std::vector<ggml_tensor *> & blocks);

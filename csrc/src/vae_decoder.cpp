@@ -110,8 +110,7 @@ ggml_tensor * build_vae_decoder(ggml_context * ctx, const cutecpp_model & model,
             blocks.push_back(x);
         }
     };
-    // What diffusers pipelines do before vae.decode(): undo the latent scaling.
-    ggml_tensor * x = ggml_scale_bias(ctx, latents, 1.0f / c.scaling_factor, c.shift_factor);
+    ggml_tensor * x = latents;  // the caller has undone the latent scaling (LatentScaling::unscale)
     Graph g{ctx, Blocks{ctx, model}, static_cast<int>(c.norm_num_groups), x, blocks};
     walk(c, g);
     return g.x;

@@ -11,11 +11,10 @@ struct ggml_tensor;
 
 namespace cutecpp {
 
-// latents [w, h, latent_channels, N] as the UNet produced them ->
-// image [w*f, h*f, out_channels, N] (f = 2^(levels-1)), about [-1, 1], not clamped.
-// The graph first computes latents / scaling_factor + shift_factor, which is
-// what diffusers pipelines do before calling vae.decode(), then post_quant_conv
-// and the decoder. Traced blocks: "vae_decoder.post_quant_conv",
+// latents [w, h, latent_channels, N] with the latent scaling already undone
+// (LatentScaling::unscale: what diffusers pipelines do before calling vae.decode())
+// -> image [w*f, h*f, out_channels, N] (f = 2^(levels-1)), about [-1, 1], not
+// clamped: post_quant_conv and the decoder. Traced blocks: "vae_decoder.post_quant_conv",
 // "vae_decoder.decoder.conv_in", "vae_decoder.decoder.mid_block",
 // "vae_decoder.decoder.up_blocks.<i>", "vae_decoder.decoder.conv_out".
 ggml_tensor * build_vae_decoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * latents,

@@ -1,0 +1,64 @@
+"""tools/train_unet.py's latent normalisation: the per-channel statistics it measures once, and the
+decoder folder its export converts, which must undo exactly that normalisation in cutecpp's decoder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundles import make_tiny
+
+import cutecpp
+from cutecpp.convert import convert
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import train_unet  # noqa: E402
+
+MEAN = np.array([0.5, -2.0, 0.0, 1.0], np.float32)
+STD = np.array([0.25, 1.5, 1.0, 0.5], np.float32)
+
+
+def latents_with_known_stats(n: int = 64) -> np.ndarray:
+    z = np.random.default_rng(0).standard_normal((n, 4, 8, 8)).astype(np.float32)
+    z = (z - z.mean(axis=(0, 2, 3), keepdims=True)) / z.std(axis=(0, 2, 3), keepdims=True)
+    return (z * STD[None, :, None, None] + MEAN[None, :, None, None]).astype(np.float16)
+
+
+def test_channel_stats_measured_once_then_fixed(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_unet, "TRAIN_DIR", tmp_path)
+    (tmp_path / "latents").mkdir()
+    z = latents_with_known_stats()
+    stats = train_unet.load_channel_stats(z)
+    assert stats["mean"] == pytest.approx(MEAN, abs=2e-3) and stats["std"] == pytest.approx(STD, rel=2e-3)
+    assert stats["measured_on"] == 64
+    # More data later does not move them: a resumed UNet keeps the space it learned.
+    assert train_unet.load_channel_stats(z[:8] * 3) == stats
+    assert json.loads((tmp_path / "latents" / "channel_stats.json").read_text()) == stats
+    with pytest.raises(SystemExit, match="does not fit latents with 16 channels"):
+        train_unet.load_channel_stats(np.zeros((2, 16, 4, 4), np.float16))
+
+
+def test_exported_decoder_undoes_the_normalisation(tmp_path):
+    """normalised latents -> the bundle's tiny decoder == the autoencoder's decoder on its raw latents."""
+    ae = make_tiny("taesd")
+    scale, shift = 4.5, -0.01
+    ae.register_to_config(scaling_factor=scale, shift_factor=shift)
+    ae.save_pretrained(tmp_path / "ae")
+    stats = {"mean": MEAN.tolist(), "std": STD.tolist(), "measured_on": 64}
+    folder = train_unet.decoder_folder(tmp_path / "ae", stats, tmp_path / "decoder")
+    path = convert(tmp_path / "d.gguf", "f32", "d", tiny_decoder=folder).path
+    normalised = np.random.default_rng(1).standard_normal((1, 4, 3, 5)).astype(np.float32)
+    prepared = normalised * STD[None, :, None, None] + MEAN[None, :, None, None]  # what prepare stored
+    raw = prepared / scale + shift                                                  # the encoder's output
+    with torch.no_grad():
+        ref = ae.decoder(torch.from_numpy(raw)).numpy()
+    got = cutecpp.Context(cutecpp.Model.load(path), threads=1).tiny_decode(normalised)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    # A UNet from before the statistics ships the autoencoder folder unchanged.
+    assert train_unet.decoder_folder(tmp_path / "ae", None, tmp_path / "unused") == tmp_path / "ae"
