@@ -223,11 +223,25 @@ def test_train_saves_resumes_and_validates(tiny_judge, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"] == "dataset-renders" and summary["pictures"] == 2
 
+    from judge.data import to_input
     from judge.infer import load
 
     judge = load(tiny_judge)
-    out = judge.judge([Image.new("RGB", (100, 100), "white"), Image.new("RGB", (512, 512), "pink")])
+    pictures = [Image.new("RGB", (100, 100), "white"), Image.new("RGB", (512, 512), "pink")]
+    out = judge.judge(pictures)
     assert len(out) == 2 and {"animals", "items", "place", "count", "colours"} <= set(out[0])
+
+    # frozen: the EMA weights alone, in float16, read the same pictures the same way
+    assert eval_quality.main(["freeze", "--judge", str(tiny_judge), "-o", str(tiny_judge / "frozen.pt")]) == 0
+    frozen = load(tiny_judge / "frozen.pt")
+    assert frozen.step == 3
+    assert (tiny_judge / "frozen.pt").stat().st_size < (tiny_judge / "latest.pt").stat().st_size / 3
+    x = torch.from_numpy(np.stack([to_input(p, SIZE) for p in pictures]))
+    for a, b in zip(frozen.outputs(x), judge.outputs(x), strict=True):
+        for head in a:  # float16 weights: the logits agree to float16 precision
+            assert np.abs(a[head] - b[head]).max() <= 1e-2 * max(1.0, np.abs(b[head]).max()), head
+    with pytest.raises(SystemExit, match="frozen judge"):
+        load(tiny_judge / "frozen.pt", ema=False)
 
 
 # --- score on a tiny random bundle ---------------------------------------------------------------

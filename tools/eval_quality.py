@@ -6,9 +6,11 @@ generated pictures back into animals, count, items, place, mood and light (docs/
     python tools/eval_quality.py validate [--n 2000] [--json]      # the judge on held-out renders
     python tools/eval_quality.py score [--model M.gguf] [--n 64] [--sheet docs/eval-sheet.png] [--json]
     python tools/eval_quality.py score --renders [--n 64]         # the ceiling: the prompts' own renders
+    python tools/eval_quality.py freeze                             # the trained judge -> tools/judge/judge.pt
 
 State (checkpoint, logs, validation.json) lives in ~/.cache/cutecpp/train/judge/ (--dir / --judge;
-CUTECPP_TRAIN_DIR moves ~/.cache/cutecpp/train). Training resumes from latest.pt there.
+CUTECPP_TRAIN_DIR moves ~/.cache/cutecpp/train). Training resumes from latest.pt there. Without that
+checkpoint, validate and score use the committed frozen judge, tools/judge/judge.pt (its EMA weights).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judge import infer  # noqa: E402
+
+JUDGE_HELP = "checkpoint or its directory (default: the one in training, else tools/judge/judge.pt)"
 
 
 def _train(args) -> int:
@@ -56,6 +60,13 @@ def _score(args) -> int:
     return 0
 
 
+def _freeze(args) -> int:
+    out = infer.freeze(args.judge, args.output)
+    judge = infer.load(out)
+    print(f"written {out} ({out.stat().st_size / 1e6:.1f} MB): judge step {judge.step}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--dir", default=str(infer.DEFAULT_DIR))
 
     v = sub.add_parser("validate", help="the judge's accuracy on held-out renders, and the known confusions")
-    v.add_argument("--judge", default=None, help="checkpoint or its directory (default: the trained one)")
+    v.add_argument("--judge", default=None, help=JUDGE_HELP)
     v.add_argument("--n", type=int, default=2000, help="held-out pictures")
     v.add_argument("--start", type=int, default=0)
     v.add_argument("--split", choices=("heldout", "train"), default="heldout",
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--renders", action="store_true",
                    help="score each prompt's own held-out render instead of a model's picture (the ceiling)")
     s.add_argument("--text-encoder", default=None, help="a built text-encoder GGUF (default: the model's own)")
-    s.add_argument("--judge", default=None, help="checkpoint or its directory (default: the trained one)")
+    s.add_argument("--judge", default=None, help=JUDGE_HELP)
     s.add_argument("--n", type=int, default=64, help="held-out prompts")
     s.add_argument("--start", type=int, default=0, help="first held-out picture whose caption is a prompt")
     s.add_argument("--prompts", choices=("caption", "encoder_text"), default="caption",
@@ -118,15 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--sheet", default=None, help="a contact sheet of the first 64 pictures, e.g. docs/eval-sheet.png")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    f = sub.add_parser("freeze", help="a trained judge's EMA weights (float16) -> tools/judge/judge.pt, to commit")
+    f.add_argument("--judge", default=None, help="checkpoint or its directory (default: the trained one)")
+    f.add_argument("-o", "--output", default=str(infer.FROZEN))
+
     args = p.parse_args(argv)
-    renders = {"train": lambda: args.steps > 0, "validate": lambda: True, "score": lambda: args.renders}
+    renders = {"train": lambda: args.steps > 0, "validate": lambda: True, "score": lambda: args.renders,
+               "freeze": lambda: False}
     if renders[args.command]():
         from dataset import art
 
         if not art.font_available():
             print(f"error: {art.FONT_PATH} not found ({art.INSTALL_HINT})", file=sys.stderr)
             return 1
-    return {"train": _train, "validate": _validate, "score": _score}[args.command](args)
+    return {"train": _train, "validate": _validate, "score": _score, "freeze": _freeze}[args.command](args)
 
 
 if __name__ == "__main__":

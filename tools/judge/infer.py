@@ -17,11 +17,29 @@ from .labels import DENSE_CHANNELS, VOCAB_IDS, decode
 from .model import Judge, build, prepare
 
 DEFAULT_DIR = TRAIN_DIR / "judge"
+# The judge whose figures the notes and docs/cute-mini.md report: its EMA weights in float16 (7 MB),
+# committed so that `eval_quality.py score` reproduces them from a clone (`eval_quality.py freeze`).
+FROZEN = Path(__file__).resolve().parent / "judge.pt"
 
 
 def vocab_signature() -> dict[str, list[str]]:
     """The ids behind every head, stored in checkpoints: a judge trained on another vocabulary is refused."""
     return {k: list(v) for k, v in VOCAB_IDS.items()}
+
+
+def freeze(source: str | os.PathLike[str] | None, out: str | os.PathLike[str]) -> Path:
+    """A training checkpoint's EMA weights as float16, with what load() checks and reports."""
+    source = Path(source) if source else DEFAULT_DIR / "latest.pt"
+    if source.is_dir():
+        source = source / "latest.pt"
+    st = torch.load(source, map_location="cpu", weights_only=True)
+    frozen = {k: st[k] for k in ("config", "vocab", "step", "precision", "elapsed_s") if k in st}
+    frozen["ema"] = {k: (v.half() if v.is_floating_point() else v) for k, v in st["ema"].items()}
+    out = Path(out)
+    tmp = out.with_suffix(".tmp")
+    torch.save(frozen, tmp)
+    os.replace(tmp, out)
+    return out
 
 
 @dataclass
@@ -49,9 +67,15 @@ class LoadedJudge:
         return res
 
 
+def default_path() -> Path:
+    """The judge in training (~/.cache/cutecpp/train/judge/latest.pt) where there is one, else the frozen one."""
+    training = DEFAULT_DIR / "latest.pt"
+    return training if training.exists() or not FROZEN.exists() else FROZEN
+
+
 def load(path: str | os.PathLike[str] | None = None, device: str = "cpu", ema: bool = True) -> LoadedJudge:
-    """A judge from a training checkpoint (its EMA weights by default), in eval mode."""
-    path = Path(path) if path else DEFAULT_DIR / "latest.pt"
+    """A judge from a training checkpoint (its EMA weights by default) or a frozen one, in eval mode."""
+    path = Path(path) if path else default_path()
     if path.is_dir():
         path = path / "latest.pt"
     if not path.exists():
@@ -59,6 +83,8 @@ def load(path: str | os.PathLike[str] | None = None, device: str = "cpu", ema: b
     st = torch.load(path, map_location="cpu", weights_only=True)
     if st.get("vocab") != vocab_signature():
         raise SystemExit(f"{path}: this judge was trained on another vocabulary; train a new one")
+    if not ema and "model" not in st:
+        raise SystemExit(f"{path} is a frozen judge: it holds only the EMA weights")
     model = build(st["config"])
     model.load_state_dict(st["ema" if ema else "model"])
     assert model.dense.out_channels == DENSE_CHANNELS
