@@ -2,7 +2,6 @@
 
 #include "direct_conv.h"
 #include "error.h"
-#include "norm_act.h"
 #include "winograd.h"
 
 #include "ggml.h"
@@ -99,39 +98,28 @@ ggml_tensor * Blocks::im2col_conv2d(ggml_tensor * x, const std::string & p, int 
     return bias ? ggml_add(ctx, y, ggml_reshape_4d(ctx, weight(p + ".bias"), 1, 1, oc, 1)) : y;
 }
 
-ggml_tensor * Blocks::group_norm(ggml_tensor * x, const std::string & p, int groups, float eps, bool silu,
-                                 ggml_tensor * shift) const {
-    ggml_tensor * gamma = weight(p + ".weight");
-    ggml_tensor * beta = weight(p + ".bias");
-    if (env_on("CUTECPP_FUSED_NORM") && norm_act::supports(x, gamma, beta)) {
-        return norm_act::group_norm(ctx, x, gamma, beta, shift, groups, eps, silu);
-    }
+ggml_tensor * Blocks::group_norm(ggml_tensor * x, const std::string & p, int groups, float eps) const {
     const int64_t c = x->ne[2];
-    if (shift) x = ggml_add(ctx, x, ggml_reshape_4d(ctx, shift, 1, 1, shift->ne[0], shift->ne[1]));
     x = ggml_group_norm(ctx, x, groups, eps);
-    x = ggml_mul(ctx, x, ggml_reshape_4d(ctx, gamma, 1, 1, c, 1));
-    x = ggml_add(ctx, x, ggml_reshape_4d(ctx, beta, 1, 1, c, 1));
-    return silu ? ggml_silu(ctx, x) : x;
+    x = ggml_mul(ctx, x, ggml_reshape_4d(ctx, weight(p + ".weight"), 1, 1, c, 1));
+    return ggml_add(ctx, x, ggml_reshape_4d(ctx, weight(p + ".bias"), 1, 1, c, 1));
 }
 
 ggml_tensor * Blocks::layer_norm(ggml_tensor * x, const std::string & p, float eps) const {
-    ggml_tensor * gamma = weight(p + ".weight");
-    ggml_tensor * beta = weight(p + ".bias");
-    if (env_on("CUTECPP_FUSED_NORM") && norm_act::supports(x, gamma, beta)) {
-        return norm_act::layer_norm(ctx, x, gamma, beta, eps);
-    }
     x = ggml_norm(ctx, x, eps);
-    return ggml_add(ctx, ggml_mul(ctx, x, gamma), beta);
+    return ggml_add(ctx, ggml_mul(ctx, x, weight(p + ".weight")), weight(p + ".bias"));
 }
 
 ggml_tensor * Blocks::resnet(ggml_tensor * x, ggml_tensor * temb_silu, const std::string & p, int groups,
                              float eps) const {
-    ggml_tensor * h = group_norm(x, p + ".norm1", groups, eps, true);
+    ggml_tensor * h = ggml_silu(ctx, group_norm(x, p + ".norm1", groups, eps));
     h = conv2d(h, p + ".conv1");
     ggml_tensor * t = linear(temb_silu, p + ".time_emb_proj");           // [C, N]
-    h = group_norm(h, p + ".norm2", groups, eps, true, t);               // of conv1 + time embedding
+    h = ggml_add(ctx, h, ggml_reshape_4d(ctx, t, 1, 1, t->ne[0], t->ne[1]));
+    h = ggml_silu(ctx, group_norm(h, p + ".norm2", groups, eps));
+    h = conv2d(h, p + ".conv2");
     if (model.tensors.count(p + ".conv_shortcut.weight")) x = conv2d(x, p + ".conv_shortcut", 1, 0);
-    return conv3x3(h, p + ".conv2", {1, x, false});                       // + the shortcut
+    return ggml_add(ctx, x, h);
 }
 
 ggml_tensor * Blocks::attend(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads) const {
@@ -200,11 +188,12 @@ ggml_tensor * Blocks::upsample_nearest(ggml_tensor * x, int factor) const {
 namespace cutecpp {
 
 ggml_tensor * Blocks::resnet_plain(ggml_tensor * x, const std::string & p, int groups, float eps) const {
-    ggml_tensor * h = group_norm(x, p + ".norm1", groups, eps, true);
+    ggml_tensor * h = ggml_silu(ctx, group_norm(x, p + ".norm1", groups, eps));
     h = conv2d(h, p + ".conv1");
-    h = group_norm(h, p + ".norm2", groups, eps, true);
+    h = ggml_silu(ctx, group_norm(h, p + ".norm2", groups, eps));
+    h = conv2d(h, p + ".conv2");
     if (model.tensors.count(p + ".conv_shortcut.weight")) x = conv2d(x, p + ".conv_shortcut", 1, 0);
-    return conv3x3(h, p + ".conv2", {1, x, false});  // + the shortcut
+    return ggml_add(ctx, x, h);
 }
 
 ggml_tensor * Blocks::vae_attention(ggml_tensor * x, const std::string & p, int groups, float eps) const {

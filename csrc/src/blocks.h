@@ -31,10 +31,7 @@ struct Blocks {
     ggml_tensor * conv3x3(ggml_tensor * x, const std::string & p, const ConvFuse & fuse, bool bias = true) const;
     // im2col and one matmul: any kernel size, stride and padding (conv2d's fallback).
     ggml_tensor * im2col_conv2d(ggml_tensor * x, const std::string & p, int stride, int pad, bool bias) const;
-    // silu?(group_norm(x + shift) * weight + bias); shift [C, N] or NULL. One op
-    // (norm_act.h) unless CUTECPP_FUSED_NORM=0 or the affine is not f32.
-    ggml_tensor * group_norm(ggml_tensor * x, const std::string & p, int groups, float eps, bool silu = false,
-                             ggml_tensor * shift = nullptr) const;
+    ggml_tensor * group_norm(ggml_tensor * x, const std::string & p, int groups, float eps) const;
     ggml_tensor * layer_norm(ggml_tensor * x, const std::string & p, float eps) const;
 
     // diffusers ResnetBlock2D (GroupNorm, SiLU, 3x3 convs, time embedding
