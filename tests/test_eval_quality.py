@@ -242,6 +242,8 @@ def test_train_saves_resumes_and_validates(tiny_judge, capsys):
             assert np.abs(a[head] - b[head]).max() <= 1e-2 * max(1.0, np.abs(b[head]).max()), head
     with pytest.raises(SystemExit, match="frozen judge"):
         load(tiny_judge / "frozen.pt", ema=False)
+    # its validation came along (step 3, as validated above), for score's "validated" line
+    assert json.loads((tiny_judge / "frozen.validation.json").read_text())["judge"]["step"] == 3
 
 
 # --- score on a tiny random bundle ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,15 @@ def vocab_signature() -> dict[str, list[str]]:
     return {k: list(v) for k, v in VOCAB_IDS.items()}
 
 
+def validation_path(judge_path: Path, split: str = "heldout") -> Path:
+    """Where a judge's validation result lives: validation.json beside a training checkpoint
+    (latest.pt), <name>.validation.json beside a frozen one; -train for runs on the train split."""
+    suffix = "validation.json" if split == "heldout" else "validation-train.json"
+    if judge_path.name == "latest.pt":
+        return judge_path.parent / suffix
+    return judge_path.with_name(f"{judge_path.stem}.{suffix}")
+
+
 def freeze(source: str | os.PathLike[str] | None, out: str | os.PathLike[str]) -> Path:
     """A training checkpoint's EMA weights as float16, with what load() checks and reports."""
     source = Path(source) if source else DEFAULT_DIR / "latest.pt"
@@ -39,6 +49,12 @@ def freeze(source: str | os.PathLike[str] | None, out: str | os.PathLike[str]) -
     tmp = out.with_suffix(".tmp")
     torch.save(frozen, tmp)
     os.replace(tmp, out)
+    validation = validation_path(source)
+    if validation.exists():  # the frozen judge keeps the held-out validation of its step
+        result = json.loads(validation.read_text(encoding="utf-8"))
+        if int(result.get("judge", {}).get("step", -1)) == int(st["step"]):
+            result["judge"]["path"] = str(out)
+            validation_path(out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return out
 
 

@@ -146,7 +146,7 @@ def table(summary: dict) -> str:
 # --- the run ---------------------------------------------------------------------------------------
 
 def validation_status(judge: infer.LoadedJudge) -> dict:
-    path = judge.path.parent / "validation.json"
+    path = infer.validation_path(judge.path)
     try:
         v = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

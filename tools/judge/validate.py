@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .data import loader, to_input
-from .infer import LoadedJudge
+from .infer import LoadedJudge, validation_path
 from .labels import ANIMALS, ITEMS, PLACES, VOCAB, concepts, decode
 
 FIELDS = ["animal_top1", "animal_set", "count", "item_recall", "item_precision", "item_set", "colour", "place",
@@ -207,7 +207,7 @@ def table(res: dict) -> str:
 
 def save(res: dict, judge: LoadedJudge) -> Path:
     """validation.json next to the checkpoint (held-out runs; `score` reads it to say whether the judge was
-    validated), validation-train.json for runs on the train split."""
-    path = judge.path.parent / ("validation.json" if res["split"] == "heldout" else "validation-train.json")
+    validated), validation-train.json for runs on the train split (infer.validation_path)."""
+    path = validation_path(judge.path, res["split"])
     path.write_text(json.dumps(res, indent=1, default=str) + "\n", encoding="utf-8")
     return path
