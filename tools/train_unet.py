@@ -39,6 +39,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -228,12 +229,11 @@ def train(args) -> None:
     ema_unet, ema_align = copy.deepcopy(unet).eval(), copy.deepcopy(align).eval()
     step = 0
     ckpt = out / "latest.pt"
+    weights = {"unet": unet, "align": align, "ema_unet": ema_unet, "ema_align": ema_align}
     if ckpt.exists():
         st = torch.load(ckpt, map_location=device, weights_only=True)
-        unet.load_state_dict(st["unet"])
-        align.load_state_dict(st["align"])
-        ema_unet.load_state_dict(st["ema_unet"])
-        ema_align.load_state_dict(st["ema_align"])
+        for key, module in weights.items():
+            module.load_state_dict(st[key])
         opt.load_state_dict(st["opt"])
         step = int(st["step"])
         if st.get("latent_stats") != data.stats:
@@ -242,10 +242,8 @@ def train(args) -> None:
         print(f"resumed at step {step}", file=sys.stderr)
     elif args.init:
         st = torch.load(args.init, map_location=device, weights_only=True)
-        unet.load_state_dict(st["unet"])
-        align.load_state_dict(st["align"])
-        ema_unet.load_state_dict(st["ema_unet"])
-        ema_align.load_state_dict(st["ema_align"])
+        for key, module in weights.items():
+            module.load_state_dict(st[key])
         print(f"new run from the weights of {args.init} (its step {int(st['step'])})", file=sys.stderr)
     rng = np.random.default_rng((args.seed, step))
     rng_t = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
@@ -283,9 +281,8 @@ def train(args) -> None:
                 print(f"step {step}  loss {loss.item():.4f}  {elapsed / 60:.1f} min", file=sys.stderr)
             if step % args.save_every == 0 or step == args.steps or time.time() - last_save > 600:
                 tmp = ckpt.with_suffix(".tmp")
-                torch.save({"unet": unet.state_dict(), "align": align.state_dict(), "ema_unet": ema_unet.state_dict(),
-                            "ema_align": ema_align.state_dict(), "opt": opt.state_dict(), "step": step,
-                            "latent_stats": data.stats}, tmp)
+                torch.save({**{key: module.state_dict() for key, module in weights.items()},
+                            "opt": opt.state_dict(), "step": step, "latent_stats": data.stats}, tmp)
                 os.replace(tmp, ckpt)
                 last_save = time.time()
 
@@ -307,7 +304,7 @@ def decoder_folder(autoencoder: str | Path, stats: dict | None, folder: Path) ->
                   latents_std=[s / scale for s in stats["std"]], scaling_factor=1.0, shift_factor=0.0)
     Path(folder, "config.json").write_text(json.dumps(config, indent=2) + "\n")
     weights = "diffusion_pytorch_model.safetensors"
-    Path(folder, weights).write_bytes(Path(autoencoder, weights).read_bytes())
+    shutil.copyfile(Path(autoencoder, weights), Path(folder, weights))
     return folder
 
 

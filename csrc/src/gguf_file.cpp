@@ -246,34 +246,32 @@ bool GGUFFile::get_bool(const std::string & key) const {
     return gguf_get_val_bool(gguf_.get(), find_key(key, GGUF_TYPE_BOOL));
 }
 
-std::vector<uint32_t> GGUFFile::get_u32_array(const std::string & key) const {
+int64_t GGUFFile::find_array(const std::string & key, int element_type) const {
     const int64_t id = find_key(key, GGUF_TYPE_ARRAY);
-    if (gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_UINT32) {
-        fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be an array of uint32 but is an array of " +
-                                    type_name(gguf_get_arr_type(gguf_.get(), id)));
+    if (gguf_get_arr_type(gguf_.get(), id) != element_type) {
+        fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be an array of " + type_name(element_type) +
+                                    " but is an array of " + type_name(gguf_get_arr_type(gguf_.get(), id)));
     }
-    const size_t n = gguf_get_arr_n(gguf_.get(), id);
-    const auto * p = static_cast<const uint32_t *>(gguf_get_arr_data(gguf_.get(), id));
-    return std::vector<uint32_t>(p, p + n);
+    return id;
+}
+
+template <typename T>
+std::vector<T> GGUFFile::numbers(const std::string & key, int element_type) const {
+    const int64_t id = find_array(key, element_type);
+    const auto * p = static_cast<const T *>(gguf_get_arr_data(gguf_.get(), id));
+    return std::vector<T>(p, p + gguf_get_arr_n(gguf_.get(), id));
+}
+
+std::vector<uint32_t> GGUFFile::get_u32_array(const std::string & key) const {
+    return numbers<uint32_t>(key, GGUF_TYPE_UINT32);
 }
 
 std::vector<float> GGUFFile::get_f32_array(const std::string & key) const {
-    const int64_t id = find_key(key, GGUF_TYPE_ARRAY);
-    if (gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_FLOAT32) {
-        fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be an array of float32 but is an array of " +
-                                    type_name(gguf_get_arr_type(gguf_.get(), id)));
-    }
-    const size_t n = gguf_get_arr_n(gguf_.get(), id);
-    const auto * p = static_cast<const float *>(gguf_get_arr_data(gguf_.get(), id));
-    return std::vector<float>(p, p + n);
+    return numbers<float>(key, GGUF_TYPE_FLOAT32);
 }
 
 std::vector<std::string> GGUFFile::get_string_array(const std::string & key) const {
-    const int64_t id = find_key(key, GGUF_TYPE_ARRAY);
-    if (gguf_get_arr_type(gguf_.get(), id) != GGUF_TYPE_STRING) {
-        fail(CUTECPP_ERR_MODEL, "key '" + key + "' must be an array of string but is an array of " +
-                                    type_name(gguf_get_arr_type(gguf_.get(), id)));
-    }
+    const int64_t id = find_array(key, GGUF_TYPE_STRING);
     std::vector<std::string> out;
     const size_t n = gguf_get_arr_n(gguf_.get(), id);
     for (size_t i = 0; i < n; ++i) out.emplace_back(gguf_get_arr_str(gguf_.get(), id, i));

@@ -79,6 +79,10 @@ private:
 
     void make_tensors();
     int64_t find_key(const std::string & key, int want_type) const;
+    // An array key whose elements have element_type (a GGUF type), else a clear error.
+    int64_t find_array(const std::string & key, int element_type) const;
+    template <typename T>
+    std::vector<T> numbers(const std::string & key, int element_type) const;
 
     // Members, not raw pointers freed in a destructor: a check that fails in
     // the constructor must still release what ggml allocated.
