@@ -3,7 +3,9 @@
 The UNet and decoders use it for 3x3 stride-1 convs wider than 128x128 channels
 (narrower ones take the direct kernel, tests/test_direct_conv.py); these tests
 turn the direct path off and cover odd sizes (partial edge tiles), batches, f16
-kernels and channel counts directly.
+kernels and channel counts directly. f32 kernels: U and V in f32, 1e-5 x scale.
+f16 kernels: U is stored in f16 and ggml's f16 matmul rounds V to f16 too, so
+2e-3 x scale (measured 4.9e-4 on the case below).
 """
 
 from __future__ import annotations
@@ -72,4 +74,4 @@ def test_conv_matches_torch(tmp_path, n, ic, oc, h, w, f16):
     ref = torch.nn.functional.conv2d(inp, torch.from_numpy(kernel.astype(np.float32)), torch.from_numpy(bias),
                                      padding=1).numpy()
     assert got.shape == ref.shape
-    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert np.abs(got - ref).max() <= (2e-3 if f16 else 1e-5) * np.abs(ref).max()

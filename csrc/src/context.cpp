@@ -84,6 +84,10 @@ void cutecpp_context::plan(Planned & p, std::vector<int64_t> key, const Builder 
     p.graph = ggml_new_graph_custom(p.ctx, kMaxGraphNodes, false);
     ggml_build_forward_expand(p.graph, p.output);
     if (!ggml_gallocr_reserve(p.galloc, p.graph)) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot allocate compute buffers");
+    if (profile_) {
+        std::fprintf(stderr, "cutecpp plan: %d nodes, compute buffer %.1f MiB\n", ggml_graph_n_nodes(p.graph),
+                     ggml_gallocr_get_buffer_size(p.galloc, 0) / 1048576.0);
+    }
     p.key = std::move(key);
 }
 

@@ -102,6 +102,11 @@ cutecpp_model::cutecpp_model(const std::string & path, bool use_mmap)
                                               ggml_type_name(t->type));
         }
         tensors.emplace(name, t);
+        // A quantized bundle (the converter quantizes every matrix whose rows fit the blocks): its
+        // Winograd kernels are quantized too, to the lowest precision it uses.
+        if (t->type == GGML_TYPE_Q4_0 || (t->type == GGML_TYPE_Q8_0 && winograd_quantized_ != GGML_TYPE_Q4_0)) {
+            winograd_quantized_ = t->type;
+        }
     }
     for (const auto & [name, shape] : expected) {
         if (tensors.count(name) == 0) {
@@ -130,19 +135,22 @@ ggml_tensor * cutecpp_model::transformed(const std::string & name, bool direct) 
     if (t.ctx == nullptr) {
         const ggml_tensor * k = it->second;
         int64_t ne[4] = {k->ne[2], k->ne[3], 16, 1};  // winograd: [IC, OC, 16]
+        ggml_type type = GGML_TYPE_F32;
         if (direct) {
             direct_conv::arranged_shape(k, ne);
             t.data.resize(ne[0] * ne[1] * ne[2] * ne[3]);
             direct_conv::arrange_kernel(k, t.data.data());
         } else {
-            t.data.resize(winograd::transformed_bytes(k) / sizeof(float));
-            winograd::transform_kernel(k, t.data.data());
+            type = static_cast<ggml_type>(winograd::transformed_type(k, winograd_quantized_));
+            const size_t bytes = winograd::transformed_bytes(k, type);
+            t.data.resize((bytes + sizeof(float) - 1) / sizeof(float));
+            winograd::transform_kernel(k, type, t.data.data());
         }
         file.release(k);  // the graph reads only the transformed copy from now on
         ggml_init_params params = {ggml_tensor_overhead(), nullptr, true};
         t.ctx = ggml_init(params);
         if (!t.ctx) fail(CUTECPP_ERR_OUT_OF_MEMORY, "cannot allocate a transformed kernel");
-        ggml_tensor * u = ggml_new_tensor_4d(t.ctx, GGML_TYPE_F32, ne[0], ne[1], ne[2], ne[3]);
+        ggml_tensor * u = ggml_new_tensor_4d(t.ctx, type, ne[0], ne[1], ne[2], ne[3]);
         u->data = t.data.data();
     }
     return ggml_get_first_tensor(t.ctx);

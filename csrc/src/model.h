@@ -18,7 +18,9 @@ struct cutecpp_model {
 
     // The Winograd-transformed copy of a 3x3 conv kernel (winograd.h), made on
     // first use and kept for the model's lifetime; NULL if the kernel's type
-    // or shape does not allow it. Thread-safe: the model stays shareable.
+    // or shape does not allow it. Its type: the kernel's (f32 or f16), or, in a
+    // bundle with q8_0 / q4_0 tensors, the lowest of those (winograd.h says why).
+    // Thread-safe: the model stays shareable.
     ggml_tensor * winograd_kernel(const std::string & name) const;
     // The same for the direct convolution's arrangement (direct_conv.h).
     ggml_tensor * direct_kernel(const std::string & name) const;
@@ -35,6 +37,7 @@ private:
     };
     // winograd_kernel (direct = false) or direct_kernel; kept by kind and name.
     ggml_tensor * transformed(const std::string & name, bool direct) const;
+    int winograd_quantized_ = -1;  // a ggml_type (Q8_0 / Q4_0), or -1 for none
     mutable std::mutex transformed_mutex_;
     mutable std::map<std::string, Transformed> transformed_;
 };

@@ -156,12 +156,23 @@ bool supports_kernel(const ggml_tensor * k) {
            ggml_is_contiguous(k);
 }
 
-size_t transformed_bytes(const ggml_tensor * k) {
-    return static_cast<size_t>(kTile) * k->ne[2] * k->ne[3] * sizeof(float);
+int transformed_type(const ggml_tensor * k, int quantized) {
+    if (quantized >= 0 && k->ne[2] % ggml_blck_size(static_cast<ggml_type>(quantized)) == 0) {
+        return quantized;
+    }
+    return k->type;
 }
 
-void transform_kernel(const ggml_tensor * k, float * out) {
+size_t transformed_bytes(const ggml_tensor * k, int type) {
+    return ggml_row_size(static_cast<ggml_type>(type), k->ne[2]) * k->ne[3] * kTile;
+}
+
+void transform_kernel(const ggml_tensor * k, int type, void * dst) {
     const int64_t ic = k->ne[2], oc = k->ne[3];
+    const auto t = static_cast<ggml_type>(type);
+    std::vector<float> u32;  // U in f32 first where it is stored in another type
+    if (t != GGML_TYPE_F32) u32.resize(static_cast<size_t>(kTile) * oc * ic);
+    float * out = t == GGML_TYPE_F32 ? static_cast<float *>(dst) : u32.data();
     for (int64_t o = 0; o < oc; ++o) {
         for (int64_t c = 0; c < ic; ++c) {
             const int64_t base = (o * ic + c) * 9;
@@ -180,6 +191,11 @@ void transform_kernel(const ggml_tensor * k, float * out) {
                 for (int j = 0; j < 4; ++j) out[((i * 4 + j) * oc + o) * ic + c] = u[j];
             }
         }
+    }
+    if (t == GGML_TYPE_F16) {
+        ggml_fp32_to_fp16_row(u32.data(), static_cast<ggml_fp16_t *>(dst), static_cast<int64_t>(u32.size()));
+    } else if (t != GGML_TYPE_F32) {
+        ggml_quantize_chunk(t, u32.data(), dst, 0, kTile * oc, ic, nullptr);
     }
 }
 

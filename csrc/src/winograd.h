@@ -7,7 +7,13 @@
 //   M = U V          16 batched GEMMs (ggml_mul_mat)        [16, tiles, OC]
 //   Y = A^T M A + b  per tile (custom op)                   [N, OC, H, W]
 //
-// All in f32; the result matches direct convolution to ~1e-6 relative.
+// V and M are f32. U keeps the bundle's precision: f32 kernels give an
+// f32 U (matches direct convolution to ~1e-6 relative), f16 kernels an f16 U,
+// and a quantized bundle (whose 3x3 kernels stay f16 in the file: their rows
+// are 3 wide, not a multiple of the 32-value blocks) a q8_0 / q4_0 U, whose
+// rows are IC wide. ggml's mul_mat then converts V rows to the matching dot
+// type. For SD 1.5's UNet (541M 3x3 weights) U is 3.8 GB in f32, 1.9 GB in
+// f16, 1.0 GB in q8_0 and 0.5 GB in q4_0.
 #pragma once
 
 #include <cstddef>
@@ -19,9 +25,12 @@ namespace cutecpp::winograd {
 
 // A [3, 3, IC, OC] f32 or f16 kernel (ggml order) that this path can take.
 bool supports_kernel(const ggml_tensor * kernel);
-size_t transformed_bytes(const ggml_tensor * kernel);
-// Writes U (ggml layout [IC, OC, 16], f32) for the kernel into out.
-void transform_kernel(const ggml_tensor * kernel, float * out);
+// U's type for this kernel: the kernel's own (f32, f16), or `quantized`
+// (GGML_TYPE_Q8_0 / Q4_0; -1 for none) where IC fits its blocks.
+int transformed_type(const ggml_tensor * kernel, int quantized);
+size_t transformed_bytes(const ggml_tensor * kernel, int type);
+// Writes U (ggml layout [IC, OC, 16], rows IC long) in `type` to out.
+void transform_kernel(const ggml_tensor * kernel, int type, void * out);
 
 // x [W, H, IC, N], u [IC, OC, 16] (from transform_kernel), bias [OC] or NULL
 // -> [W, H, OC, N]: conv2d with stride 1 and padding 1.
