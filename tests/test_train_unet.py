@@ -62,3 +62,16 @@ def test_exported_decoder_undoes_the_normalisation(tmp_path):
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
     # A UNet from before the statistics ships the autoencoder folder unchanged.
     assert train_unet.decoder_folder(tmp_path / "ae", None, tmp_path / "unused") == tmp_path / "ae"
+
+
+def test_item_mask_covers_the_latent_pixels_under_item_boxes():
+    boxes = [{"kind": "animal", "id": "bear", "box": [100, 100, 400, 400]},
+             {"kind": "item", "id": "hat", "box": [160, 40, 200, 70]},      # latent x 10..12.5, y 2.5..4.4
+             {"kind": "item", "id": "balloon", "box": [0, 0, 16, 16]}]      # exactly latent pixel (0, 0)
+    mask = train_unet.item_mask(boxes, 512)
+    assert mask.shape == (32, 32) and mask.dtype == np.uint8
+    want = np.zeros((32, 32), np.uint8)
+    want[2:5, 10:13] = 1
+    want[0, 0] = 1
+    assert np.array_equal(mask, want)
+    assert not train_unet.item_mask([boxes[0]], 512).any()  # animals are not items

@@ -8,8 +8,9 @@
 Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
 ~/.cache/cutecpp/train/autoencoder-export). State lives in ~/.cache/cutecpp/train/ (CUTECPP_TRAIN_DIR):
 
-- `latents/shard-NNNNN.npz`: latents already scaled for the UNet (float16 [n, 16, 32, 32]) and each
-  picture's `encoder_text` (the canonical prompt words: `cutecpp.prompt.parse_prompt(caption)`).
+- `latents/shard-NNNNN.npz`: latents already scaled for the UNet (float16 [n, 16, 32, 32]), each
+  picture's `encoder_text` (the canonical prompt words: `cutecpp.prompt.parse_prompt(caption)`) and
+  `items` (uint8 [n, 32, 32]: the latent pixels under an item's box, for `train --item-weight`).
 - `latents/autoencoder.json`: the sha256 of the autoencoder that made them; prepare and export
   refuse another one (the UNet learns that autoencoder's latent space, and ships with its decoder).
 - `text_states/<sha1 of encoder_text>.npy`: the text encoder's states for it (float16 [T, 896]), made
@@ -21,8 +22,11 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
   inverse (diffusers' `latents_mean`/`latents_std`). With one global scale the channels' standard
   deviations ranged 0.23-1.47 and their means -1.5..+2.1, so the noise drowned the quiet channels
   long before the loud ones.
-- `unet/latest.pt` (UNet, alignment, their EMA, optimizer, step, the channel stats) and `unet/log.csv`.
-  `train --init CKPT` starts a new run from another run's weights (step 0, fresh optimizer).
+- `unet/latest.pt` (UNet, alignment, their EMA, optimizer, step, the channel stats) and `unet/log.csv`
+  (step, plain MSE, seconds, and the item-weighted loss that was minimised).
+  `train --init CKPT` starts a new run from another run's weights (step 0, fresh optimizer);
+  `--init cutecpp/data/cute-mini.gguf` from the shipped bundle's (see tools/fit_encoder.py for the
+  autoencoder and latent statistics that go with it when the cache is gone).
 
 Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDiscreteScheduler):
 x_s = (1 - s) x0 + s noise, the UNet gets timestep 1000 s and predicts noise - x0; s is drawn
@@ -92,6 +96,17 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
 # --- prepare ---------------------------------------------------------------------------------
 
 
+def item_mask(boxes: list[dict], size: int) -> np.ndarray:
+    """uint8 [32, 32]: 1 on the latent pixels that an item box (hat, boots, balloon ...) touches."""
+    side = cute_mini.LATENT_SIZE
+    mask = np.zeros((side, side), np.uint8)
+    for b in boxes:
+        if b["kind"] == "item":
+            x0, y0, x1, y1 = (v * side / size for v in b["box"])
+            mask[int(np.floor(y0)) : int(np.ceil(y1)), int(np.floor(x0)) : int(np.ceil(x1))] = 1
+    return mask
+
+
 def prepare(args) -> None:
     import torch
     from diffusers import AutoencoderTiny
@@ -114,11 +129,12 @@ def prepare(args) -> None:
         path = TRAIN_DIR / "latents" / f"shard-{shard // SHARD:05d}.npz"
         if path.exists():
             continue
-        images, texts = [], []
+        images, texts, items = [], [], []
         for i in range(shard, min(shard + SHARD, args.n)):
             image, labels = render(i, split="train", size=cute_mini.IMAGE_SIZE, seed=args.seed)
             images.append(np.asarray(image, np.float32).transpose(2, 0, 1) / 127.5 - 1.0)
             texts.append(labels["encoder_text"])
+            items.append(item_mask(labels["boxes"], cute_mini.IMAGE_SIZE))
             state = _state_path(labels["encoder_text"])
             if not state.exists():
                 _save_npy_atomic(state, encoder.encode(labels["encoder_text"].split()).astype(np.float16))
@@ -130,7 +146,7 @@ def prepare(args) -> None:
                 z = ae.encoder(torch.from_numpy(np.stack(images[k : k + 16]))).float()
                 latents.append(((z - shift) * scale).numpy().astype(np.float16))
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.savez(f, latents=np.concatenate(latents), texts=np.array(texts))
+            np.savez(f, latents=np.concatenate(latents), texts=np.array(texts), items=np.stack(items))
         os.replace(f.name, path)
         done = min(shard + SHARD, args.n)
         print(f"prepared {done}/{args.n} ({(time.time() - started) / 60:.1f} min)", file=sys.stderr)
@@ -176,6 +192,10 @@ class Data:
         std = np.asarray(self.stats["std"], np.float32)[None, :, None, None]
         self.latents = ((latents.astype(np.float32) - mean) / std).astype(np.float16)
         self.texts = np.concatenate([p["texts"] for p in parts])
+        # shards prepared before the item masks have none: no weighting there
+        side = cute_mini.LATENT_SIZE
+        self.items = np.concatenate([p["items"] if "items" in p.files else np.zeros((len(p["texts"]), side, side),
+                                                                                      np.uint8) for p in parts])
         self.states: dict[str, np.ndarray] = {}
 
     def state(self, text: str) -> np.ndarray:
@@ -193,7 +213,7 @@ class Data:
         for k, s in enumerate(states):
             padded[k, : len(s)] = s
             mask[k, : len(s)] = True
-        return self.latents[idx].astype(np.float32), padded, mask
+        return self.latents[idx].astype(np.float32), padded, mask, self.items[idx].astype(np.float32)
 
 
 def make_models():
@@ -214,7 +234,6 @@ def train(args) -> None:
     import copy
 
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -240,6 +259,14 @@ def train(args) -> None:
             raise SystemExit(f"{ckpt} was trained on other latent statistics than {TRAIN_DIR / 'latents'}: "
                              "move one of them away")
         print(f"resumed at step {step}", file=sys.stderr)
+    elif args.init and args.init.suffix == ".gguf":
+        # A bundle (the shipped model when the cache is gone): its EMA weights start live and EMA alike.
+        from bundle_weights import read_state_dict
+
+        for key, module in weights.items():
+            component = "alignment" if key.endswith("align") else "unet"
+            module.load_state_dict(read_state_dict(args.init, component, module))
+        print(f"new run from the weights of the bundle {args.init}", file=sys.stderr)
     elif args.init:
         st = torch.load(args.init, map_location=device, weights_only=True)
         for key, module in weights.items():
@@ -252,7 +279,7 @@ def train(args) -> None:
     with open(out / "log.csv", "a", newline="") as log:
         writer = csv.writer(log)
         while step < args.steps:
-            x0, states, mask = data.batch(rng, args.batch)
+            x0, states, mask, items = data.batch(rng, args.batch)
             x0 = torch.from_numpy(x0).to(device)
             states, mask = torch.from_numpy(states).to(device), torch.from_numpy(mask).to(device)
             noise = torch.randn(x0.shape, generator=rng_t).to(device)
@@ -263,7 +290,12 @@ def train(args) -> None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 ctx = align(states, mask)
                 pred = unet(xs, s * 1000, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
-            loss = F.mse_loss(pred.float(), noise - x0)
+            err = (pred.float() - (noise - x0)).pow(2)
+            mse = err.mean()  # what the log shows, comparable across runs and weights
+            # Items (a hat is a few latent pixels) count item_weight times per pixel; normalised so the
+            # loss keeps the scale of the plain mean.
+            w = 1 + (args.item_weight - 1) * torch.from_numpy(items).to(device)[:, None]
+            loss = (err * w).mean() / w.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -276,9 +308,10 @@ def train(args) -> None:
                         pe.lerp_(pl, 1 - decay)
             if step % args.log_every == 0:
                 elapsed = time.time() - started
-                writer.writerow([step, f"{loss.item():.5f}", f"{elapsed:.1f}"])
+                writer.writerow([step, f"{mse.item():.5f}", f"{elapsed:.1f}", f"{loss.item():.5f}"])
                 log.flush()
-                print(f"step {step}  loss {loss.item():.4f}  {elapsed / 60:.1f} min", file=sys.stderr)
+                print(f"step {step}  loss {mse.item():.4f}  weighted {loss.item():.4f}  {elapsed / 60:.1f} min",
+                      file=sys.stderr)
             if step % args.save_every == 0 or step == args.steps or time.time() - last_save > 600:
                 tmp = ckpt.with_suffix(".tmp")
                 torch.save({**{key: module.state_dict() for key, module in weights.items()},
@@ -348,9 +381,11 @@ def main() -> int:
             s.add_argument("--ema", type=float, default=0.999)
             s.add_argument("--device", default="cpu")
             s.add_argument("--bf16", action="store_true")
+            s.add_argument("--item-weight", type=float, default=1.0,
+                           help="loss weight of latent pixels under an item's box (1: plain MSE)")
             s.add_argument("--log-every", type=int, default=50)
             s.add_argument("--save-every", type=int, default=1000)
-            s.add_argument("--init", type=Path, help="start a new run from this checkpoint's weights")
+            s.add_argument("--init", type=Path, help="start a new run from a checkpoint's or bundle's (.gguf) weights")
         if name == "export":
             s.add_argument("-o", "--output", type=Path, required=True)
             s.add_argument("--dtype", default="f16")
