@@ -110,8 +110,7 @@ def draw_pairs(bundle: Path, n: int, threads: int, path: Path | None = None,
 
 def train(args) -> None:
     import torch
-    import torch.nn.functional as F
-    from train_autoencoder import Batches
+    from train_autoencoder import Batches, image_losses
 
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -148,10 +147,7 @@ def train(args) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 y = ae.decoder(ae.encoder(x))
                 zc = ae.encoder(xg)
-            y = y.float()
-            l1 = F.l1_loss(y, x)
-            edge = (F.l1_loss(y[..., 1:, :] - y[..., :-1, :], x[..., 1:, :] - x[..., :-1, :])
-                    + F.l1_loss(y[..., 1:] - y[..., :-1], x[..., 1:] - x[..., :-1]))
+            l1, edge = image_losses(y.float(), x)
             cycle = ((zc.float() - zg) * inv_std).abs().mean()
             loss = l1 + edge + args.cycle_weight * cycle
             opt.zero_grad(set_to_none=True)

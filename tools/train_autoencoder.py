@@ -72,14 +72,20 @@ def make_model():
     return AutoencoderTiny(**cute_mini.TINY_AUTOENCODER)
 
 
-def losses(model, x):
+def image_losses(y, x):
+    """L1 of the reconstruction y of x, and L1 of their image gradients (a cartoon is made of edges)."""
     import torch.nn.functional as F
 
-    z = model.encoder(x)
-    y = model.decoder(z)
     l1 = F.l1_loss(y, x)
     edge = (F.l1_loss(y[..., 1:, :] - y[..., :-1, :], x[..., 1:, :] - x[..., :-1, :])
             + F.l1_loss(y[..., 1:] - y[..., :-1], x[..., 1:] - x[..., :-1]))
+    return l1, edge
+
+
+def losses(model, x):
+    z = model.encoder(x)
+    y = model.decoder(z)
+    l1, edge = image_losses(y, x)
     latent = z.float().pow(2).mean()
     return l1 + edge + 1e-4 * latent, {"l1": float(l1), "edge": float(edge), "latent_rms": float(latent) ** 0.5}, y
 
