@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--size", type=int, default=None, help="picture size (default: the model's)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--device", default="cpu", help="for the judge")
-    s.add_argument("--jsonl", default=None, help="per-prompt results (default: next to the judge, score-*.jsonl)")
+    s.add_argument("--jsonl", default=None, help="per-prompt results (default: score-*.jsonl in the training cache)")
     s.add_argument("--sheet", default=None, help="a contact sheet of the first 64 pictures, e.g. docs/eval-sheet.png")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
 

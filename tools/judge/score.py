@@ -226,7 +226,8 @@ def run(args) -> dict:
     else:
         pipe = Pipeline.load(args.model, threads=args.threads, text_encoder=args.text_encoder, cache=False)
         model_path = str(pipe.model.info["path"])
-    jsonl = Path(args.jsonl) if args.jsonl else judge.path.parent / f"score-{pipe.model_id}-{args.n}.jsonl"
+    # By default in the training cache, never next to the committed judge (inside the repository).
+    jsonl = Path(args.jsonl) if args.jsonl else infer.DEFAULT_DIR / f"score-{pipe.model_id}-{args.n}.jsonl"
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     rows, pictures = score(pipe, judge, prompts, seed=args.seed, steps=args.steps, sampler=args.sampler,
                            cfg=args.cfg, size=args.size, jsonl=jsonl, keep=64 if args.sheet else 0)
