@@ -263,9 +263,10 @@ def train(args) -> None:
         # A bundle (the shipped model when the cache is gone): its EMA weights start live and EMA alike.
         from bundle_weights import read_state_dict
 
-        for key, module in weights.items():
-            component = "alignment" if key.endswith("align") else "unet"
-            module.load_state_dict(read_state_dict(args.init, component, module))
+        for component, live, ema in (("unet", unet, ema_unet), ("alignment", align, ema_align)):
+            state = read_state_dict(args.init, component, live)  # read once, loaded into both
+            live.load_state_dict(state)
+            ema.load_state_dict(state)
         print(f"new run from the weights of the bundle {args.init}", file=sys.stderr)
     elif args.init:
         st = torch.load(args.init, map_location=device, weights_only=True)
