@@ -61,6 +61,14 @@ UNET_CONFIGS: dict[str, dict[str, Any]] = {
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=24, norm_num_groups=8, attention_head_dim=2, use_linear_projection=True,
     ),
+    # Widths that are not multiples of 8 (the kernels' vector width): every
+    # vectorised loop runs its tail (test_fused.py also uses an odd latent side).
+    "odd": dict(
+        sample_size=6, in_channels=5, out_channels=3, block_out_channels=(15, 25), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=7, norm_num_groups=5, attention_head_dim=(3, 5),
+    ),
 }
 
 

@@ -88,7 +88,9 @@ def test_convert_loads_with_policy(saved, name, dtype, tmp_path):
         use = expected.setdefault(kind, {"tensors": 0, "bytes": 0})
         use["tensors"] += 1
         use["bytes"] += array.size * BYTES_PER_32[kind] // 32
-    assert dtype in expected  # the requested dtype really is used, so the checks below are not vacuous
+    # The requested dtype really is used, so the checks below are not vacuous ("odd" has no row a
+    # multiple of 32 values: there the policy keeps every tensor f16 or f32).
+    assert dtype in expected or name == "odd"
     assert info["dtypes"] == expected
     assert {k: {"tensors": u.tensors, "bytes": u.bytes} for k, u in summary.by_dtype.items()} == expected
 

@@ -2,6 +2,7 @@
 
 #include "direct_conv.h"
 #include "error.h"
+#include "fused.h"
 #include "winograd.h"
 
 #include "ggml.h"
@@ -98,25 +99,21 @@ ggml_tensor * Blocks::im2col_conv2d(ggml_tensor * x, const std::string & p, int 
     return bias ? ggml_add(ctx, y, ggml_reshape_4d(ctx, weight(p + ".bias"), 1, 1, oc, 1)) : y;
 }
 
-ggml_tensor * Blocks::group_norm(ggml_tensor * x, const std::string & p, int groups, float eps) const {
-    const int64_t c = x->ne[2];
-    x = ggml_group_norm(ctx, x, groups, eps);
-    x = ggml_mul(ctx, x, ggml_reshape_4d(ctx, weight(p + ".weight"), 1, 1, c, 1));
-    return ggml_add(ctx, x, ggml_reshape_4d(ctx, weight(p + ".bias"), 1, 1, c, 1));
+ggml_tensor * Blocks::group_norm(ggml_tensor * x, const std::string & p, int groups, float eps, bool silu,
+                                 ggml_tensor * shift) const {
+    return fused::group_norm(ctx, x, groups, eps, weight(p + ".weight"), weight(p + ".bias"), shift, silu);
 }
 
 ggml_tensor * Blocks::layer_norm(ggml_tensor * x, const std::string & p, float eps) const {
-    x = ggml_norm(ctx, x, eps);
-    return ggml_add(ctx, ggml_mul(ctx, x, weight(p + ".weight")), weight(p + ".bias"));
+    return fused::layer_norm(ctx, x, eps, weight(p + ".weight"), weight(p + ".bias"));
 }
 
 ggml_tensor * Blocks::resnet(ggml_tensor * x, ggml_tensor * temb_silu, const std::string & p, int groups,
                              float eps) const {
-    ggml_tensor * h = ggml_silu(ctx, group_norm(x, p + ".norm1", groups, eps));
+    ggml_tensor * h = group_norm(x, p + ".norm1", groups, eps, true);
     h = conv2d(h, p + ".conv1");
     ggml_tensor * t = linear(temb_silu, p + ".time_emb_proj");           // [C, N]
-    h = ggml_add(ctx, h, ggml_reshape_4d(ctx, t, 1, 1, t->ne[0], t->ne[1]));
-    h = ggml_silu(ctx, group_norm(h, p + ".norm2", groups, eps));
+    h = group_norm(h, p + ".norm2", groups, eps, true, t);              // norm2(h + t)
     h = conv2d(h, p + ".conv2");
     if (model.tensors.count(p + ".conv_shortcut.weight")) x = conv2d(x, p + ".conv_shortcut", 1, 0);
     return ggml_add(ctx, x, h);
@@ -158,8 +155,8 @@ ggml_tensor * Blocks::transformer2d(ggml_tensor * x, ggml_tensor * context, cons
     ggml_tensor * normed = layer_norm(x, b + ".norm1", 1e-5f);
     x = ggml_add(ctx, x, attention(normed, normed, b + ".attn1", heads));
     x = ggml_add(ctx, x, attention(layer_norm(x, b + ".norm2", 1e-5f), context, b + ".attn2", heads));
-    ggml_tensor * ff = linear(layer_norm(x, b + ".norm3", 1e-5f), b + ".ff.net.0.proj");
-    ff = ggml_geglu_erf_swapped(ctx, ff);  // first half * gelu(second half), as diffusers' GEGLU
+    ggml_tensor * ff = linear(layer_norm(x, b + ".norm3", 1e-5f), b + ".ff.net.0.proj", false);
+    ff = fused::geglu(ctx, ff, weight(b + ".ff.net.0.proj.bias"));  // first half * gelu(second half)
     x = ggml_add(ctx, x, linear(ff, b + ".ff.net.2"));
 
     x = linear(x, p + ".proj_out");
@@ -188,9 +185,9 @@ ggml_tensor * Blocks::upsample_nearest(ggml_tensor * x, int factor) const {
 namespace cutecpp {
 
 ggml_tensor * Blocks::resnet_plain(ggml_tensor * x, const std::string & p, int groups, float eps) const {
-    ggml_tensor * h = ggml_silu(ctx, group_norm(x, p + ".norm1", groups, eps));
+    ggml_tensor * h = group_norm(x, p + ".norm1", groups, eps, true);
     h = conv2d(h, p + ".conv1");
-    h = ggml_silu(ctx, group_norm(h, p + ".norm2", groups, eps));
+    h = group_norm(h, p + ".norm2", groups, eps, true);
     h = conv2d(h, p + ".conv2");
     if (model.tensors.count(p + ".conv_shortcut.weight")) x = conv2d(x, p + ".conv_shortcut", 1, 0);
     return ggml_add(ctx, x, h);

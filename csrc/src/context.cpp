@@ -132,6 +132,7 @@ void cutecpp_context::profile(Planned & p) {
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         const ggml_tensor * t = ggml_graph_node(p.graph, i);
         std::string op = ggml_op_desc(t);
+        if (t->op == GGML_OP_CUSTOM && t->name[0]) op += std::string(" ") + t->name;
         if (t->op == GGML_OP_MUL_MAT) {
             op += std::string(" ") + ggml_type_name(t->src[0]->type);
             if (profile_ > 1) {  // CUTECPP_PROFILE=2: by operand shape too

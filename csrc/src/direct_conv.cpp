@@ -309,8 +309,10 @@ ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * kernel, 
     if (bias) args[n++] = bias;
     if (res) args[n++] = res;
     const Params * p = &kParams[(bias ? 1 : 0) | (res ? 2 : 0) | (fuse.relu ? 4 : 0)];
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0] * f, x->ne[1] * f, oc, x->ne[3], args, n, compute,
-                          GGML_N_TASKS_MAX, const_cast<Params *>(p));
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0] * f, x->ne[1] * f, oc, x->ne[3], args, n, compute,
+                                     GGML_N_TASKS_MAX, const_cast<Params *>(p));
+    ggml_set_name(y, "direct conv");
+    return y;
 }
 
 }  // namespace cutecpp::direct_conv

@@ -89,7 +89,7 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
         mark(x, b);
     }
 
-    x = ggml_silu(ctx, nn.group_norm(x, "unet.conv_norm_out", groups, eps));
+    x = nn.group_norm(x, "unet.conv_norm_out", groups, eps, true);
     return mark(nn.conv2d(x, "unet.conv_out"), "unet.conv_out");
 }
 

@@ -104,7 +104,7 @@ ggml_tensor * build_vae_decoder(ggml_context * ctx, const cutecpp_model & model,
         void resnet(const std::string & p, int64_t, int64_t) { x = nn.resnet_plain(x, at(p), groups, kEps); }
         void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kEps); }
         void upsample(const std::string & p, int64_t) { x = nn.conv2d(nn.upsample_nearest(x, 2), at(p) + ".conv"); }
-        void norm_act(const std::string & p, int64_t) { x = ggml_silu(ctx, nn.group_norm(x, at(p), groups, kEps)); }
+        void norm_act(const std::string & p, int64_t) { x = nn.group_norm(x, at(p), groups, kEps, true); }
         void end(const std::string & p) {
             ggml_set_name(x, at(p).c_str());
             blocks.push_back(x);

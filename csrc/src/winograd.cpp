@@ -205,10 +205,13 @@ ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, ggml_
     ggml_tensor * in_args[] = {x};
     ggml_tensor * v = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[2], tiles, kTile, 1, in_args, 1, input_transform,
                                      GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(v, "winograd input");
     ggml_tensor * m = ggml_mul_mat(ctx, u, v);  // [OC, tiles, 16]
     ggml_tensor * out_args[] = {m, bias};
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, w, h, u->ne[1], n, out_args, bias ? 2 : 1, output_transform,
-                          GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w, h, u->ne[1], n, out_args, bias ? 2 : 1, output_transform,
+                                     GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(y, "winograd output");
+    return y;
 }
 
 }  // namespace cutecpp::winograd

@@ -1,0 +1,237 @@
+#include "fused.h"
+
+#include "vec_math.h"
+
+#include "ggml.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+
+namespace cutecpp::fused {
+
+namespace {
+
+using vec::f8;
+using vec::kWidth;
+
+struct Params {
+    int groups;
+    float eps;
+    bool silu;
+    bool operator==(const Params & o) const { return groups == o.groups && eps == o.eps && silu == o.silu; }
+};
+
+// ggml keeps the op's userdata pointer for the graph's lifetime: one stable
+// entry per distinct setting, shared by every graph of the process.
+const Params * intern(const Params & p) {
+    static std::mutex mutex;
+    static std::deque<Params> table;
+    std::lock_guard<std::mutex> lock(mutex);
+    for (const Params & q : table) {
+        if (q == p) return &q;
+    }
+    table.push_back(p);
+    return &table.back();
+}
+
+void share(int64_t n, int ith, int nth, int64_t & begin, int64_t & end) {
+    const int64_t per = (n + nth - 1) / nth;
+    begin = std::min<int64_t>(n, per * ith);
+    end = std::min<int64_t>(n, begin + per);
+}
+
+// The sum of (x[i] + d), and of (x[i] + d)^2, over n values: float vectors
+// over at most 512 values at a time, carried in double.
+double sum(const float * x, int64_t n, float d) {
+    double total = 0.0;
+    for (int64_t i0 = 0; i0 < n; i0 += 512) {
+        const int64_t i1 = std::min<int64_t>(n, i0 + 512);
+        f8 acc = {};
+        int64_t i = i0;
+        for (; i + kWidth <= i1; i += kWidth) acc += vec::load(x + i) + d;
+        for (; i < i1; ++i) acc[0] += x[i] + d;
+        total += vec::sum(acc);
+    }
+    return total;
+}
+
+double sum_squares(const float * x, int64_t n, float d) {
+    double total = 0.0;
+    for (int64_t i0 = 0; i0 < n; i0 += 512) {
+        const int64_t i1 = std::min<int64_t>(n, i0 + 512);
+        f8 acc = {};
+        int64_t i = i0;
+        for (; i + kWidth <= i1; i += kWidth) {
+            const f8 v = vec::load(x + i) + d;
+            acc += v * v;
+        }
+        for (; i < i1; ++i) acc[0] += (x[i] + d) * (x[i] + d);
+        total += vec::sum(acc);
+    }
+    return total;
+}
+
+// y = x * a + b (with a, b scalars or [n] vectors), then SiLU if asked.
+template <bool kSilu>
+void affine(const float * x, float * y, int64_t n, float a, float b) {
+    int64_t i = 0;
+    for (; i + kWidth <= n; i += kWidth) {
+        f8 v = vec::load(x + i) * a + b;
+        vec::store(y + i, kSilu ? vec::silu(v) : v);
+    }
+    if (i < n) {
+        f8 v = vec::load_part(x + i, static_cast<int>(n - i)) * a + b;
+        vec::store_part(y + i, kSilu ? vec::silu(v) : v, static_cast<int>(n - i));
+    }
+}
+
+// dst [W, H, C, N]; src x, weight [C], bias [C], shift [C, N] (optional).
+void group_norm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const Params & p = *static_cast<const Params *>(userdata);
+    const ggml_tensor * x = dst->src[0];
+    const auto * w = static_cast<const float *>(dst->src[1]->data);
+    const auto * b = static_cast<const float *>(dst->src[2]->data);
+    const float * s = dst->src[3] ? static_cast<const float *>(dst->src[3]->data) : nullptr;
+    const int64_t plane = x->ne[0] * x->ne[1], c = x->ne[2], per = c / p.groups;
+    const auto * xd = static_cast<const float *>(x->data);
+    auto * yd = static_cast<float *>(dst->data);
+    int64_t i0, i1;
+    share(x->ne[3] * p.groups, ith, nth, i0, i1);
+    for (int64_t item = i0; item < i1; ++item) {
+        const int64_t n = item / p.groups, c0 = (item % p.groups) * per;
+        const double count = static_cast<double>(per) * plane;
+        double total = 0.0;
+        for (int64_t ch = c0; ch < c0 + per; ++ch) {
+            total += sum(xd + (n * c + ch) * plane, plane, s ? s[n * c + ch] : 0.0f);
+        }
+        const double mean = total / count;
+        double squares = 0.0;
+        for (int64_t ch = c0; ch < c0 + per; ++ch) {
+            const float d = static_cast<float>((s ? s[n * c + ch] : 0.0) - mean);
+            squares += sum_squares(xd + (n * c + ch) * plane, plane, d);
+        }
+        const float rstd = 1.0f / std::sqrt(static_cast<float>(squares / count) + p.eps);
+        for (int64_t ch = c0; ch < c0 + per; ++ch) {
+            const float a = rstd * w[ch];
+            const float shift = static_cast<float>((s ? s[n * c + ch] : 0.0) - mean);
+            const float * src = xd + (n * c + ch) * plane;
+            float * out = yd + (n * c + ch) * plane;
+            if (p.silu) {
+                affine<true>(src, out, plane, a, shift * a + b[ch]);
+            } else {
+                affine<false>(src, out, plane, a, shift * a + b[ch]);
+            }
+        }
+    }
+}
+
+// dst [C, ...] rows; src x, weight [C], bias [C].
+void layer_norm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const Params & p = *static_cast<const Params *>(userdata);
+    const ggml_tensor * x = dst->src[0];
+    const auto * w = static_cast<const float *>(dst->src[1]->data);
+    const auto * b = static_cast<const float *>(dst->src[2]->data);
+    const int64_t c = x->ne[0];
+    int64_t r0, r1;
+    share(ggml_nrows(x), ith, nth, r0, r1);
+    for (int64_t r = r0; r < r1; ++r) {
+        const float * src = static_cast<const float *>(x->data) + r * c;
+        float * out = static_cast<float *>(dst->data) + r * c;
+        const float mean = static_cast<float>(sum(src, c, 0.0f) / c);
+        const float rstd = 1.0f / std::sqrt(static_cast<float>(sum_squares(src, c, -mean) / c) + p.eps);
+        int64_t i = 0;
+        for (; i + kWidth <= c; i += kWidth) {
+            vec::store(out + i, (vec::load(src + i) - mean) * rstd * vec::load(w + i) + vec::load(b + i));
+        }
+        for (; i < c; ++i) out[i] = (src[i] - mean) * rstd * w[i] + b[i];
+    }
+}
+
+// dst [F, ...]; src x [2F, ...], bias [2F] (optional).
+void geglu_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    const float * bias = dst->src[1] ? static_cast<const float *>(dst->src[1]->data) : nullptr;
+    static const float kZeros[kWidth] = {};
+    const int64_t f = dst->ne[0];
+    int64_t r0, r1;
+    share(ggml_nrows(dst), ith, nth, r0, r1);
+    for (int64_t r = r0; r < r1; ++r) {
+        const float * h = static_cast<const float *>(x->data) + r * 2 * f;
+        const float * g = h + f;
+        float * out = static_cast<float *>(dst->data) + r * f;
+        int64_t i = 0;
+        for (; i + kWidth <= f; i += kWidth) {
+            const f8 bh = vec::load(bias ? bias + i : kZeros), bg = vec::load(bias ? bias + f + i : kZeros);
+            vec::store(out + i, (vec::load(h + i) + bh) * vec::gelu(vec::load(g + i) + bg));
+        }
+        if (i < f) {
+            const int n = static_cast<int>(f - i);
+            const f8 bh = bias ? vec::load_part(bias + i, n) : f8{}, bg = bias ? vec::load_part(bias + f + i, n) : f8{};
+            vec::store_part(out + i, (vec::load_part(h + i, n) + bh) * vec::gelu(vec::load_part(g + i, n) + bg), n);
+        }
+    }
+}
+
+bool is_f32_vector(const ggml_tensor * t, int64_t n) {
+    return t->type == GGML_TYPE_F32 && ggml_nelements(t) == n && ggml_is_contiguous(t);
+}
+
+ggml_tensor * contiguous(ggml_context * ctx, ggml_tensor * x) { return ggml_is_contiguous(x) ? x : ggml_cont(ctx, x); }
+
+}  // namespace
+
+bool enabled() {
+    const char * v = std::getenv("CUTECPP_FUSED");
+    return v == nullptr || v[0] != '0';
+}
+
+ggml_tensor * group_norm(ggml_context * ctx, ggml_tensor * x, int groups, float eps, ggml_tensor * weight,
+                         ggml_tensor * bias, ggml_tensor * shift, bool silu) {
+    const int64_t c = x->ne[2];
+    const bool fits = enabled() && x->type == GGML_TYPE_F32 && groups > 0 && c % groups == 0 &&
+                      is_f32_vector(weight, c) && is_f32_vector(bias, c) &&
+                      (!shift || (shift->type == GGML_TYPE_F32 && shift->ne[0] == c && shift->ne[1] == x->ne[3] &&
+                                  ggml_nelements(shift) == c * x->ne[3]));
+    if (!fits) {
+        if (shift) x = ggml_add(ctx, x, ggml_reshape_4d(ctx, contiguous(ctx, shift), 1, 1, c, x->ne[3]));
+        x = ggml_group_norm(ctx, x, groups, eps);
+        x = ggml_mul(ctx, x, ggml_reshape_4d(ctx, weight, 1, 1, c, 1));
+        x = ggml_add(ctx, x, ggml_reshape_4d(ctx, bias, 1, 1, c, 1));
+        return silu ? ggml_silu(ctx, x) : x;
+    }
+    ggml_tensor * args[4] = {contiguous(ctx, x), weight, bias, shift ? contiguous(ctx, shift) : nullptr};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, shift ? 4 : 3,
+                                     group_norm_op, GGML_N_TASKS_MAX, const_cast<Params *>(intern({groups, eps, silu})));
+    ggml_set_name(y, silu ? "group norm silu" : "group norm");
+    return y;
+}
+
+ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, float eps, ggml_tensor * weight, ggml_tensor * bias) {
+    const int64_t c = x->ne[0];
+    if (!(enabled() && x->type == GGML_TYPE_F32 && is_f32_vector(weight, c) && is_f32_vector(bias, c))) {
+        return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), weight), bias);
+    }
+    ggml_tensor * args[3] = {contiguous(ctx, x), weight, bias};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, 3,
+                                     layer_norm_op, GGML_N_TASKS_MAX, const_cast<Params *>(intern({0, eps, false})));
+    ggml_set_name(y, "layer norm");
+    return y;
+}
+
+ggml_tensor * geglu(ggml_context * ctx, ggml_tensor * x, ggml_tensor * bias) {
+    const int64_t two_f = x->ne[0];
+    if (!(enabled() && x->type == GGML_TYPE_F32 && two_f % 2 == 0 && (!bias || is_f32_vector(bias, two_f)))) {
+        if (bias) x = ggml_add(ctx, x, bias);
+        return ggml_geglu_erf_swapped(ctx, x);
+    }
+    ggml_tensor * args[2] = {contiguous(ctx, x), bias};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, two_f / 2, x->ne[1], x->ne[2], x->ne[3], args, bias ? 2 : 1,
+                                     geglu_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(y, "geglu");
+    return y;
+}
+
+}  // namespace cutecpp::fused
