@@ -1,5 +1,6 @@
 #include "blocks.h"
 
+#include "attention.h"
 #include "direct_conv.h"
 #include "error.h"
 #include "fused.h"
@@ -114,21 +115,22 @@ ggml_tensor * Blocks::resnet(ggml_tensor * x, ggml_tensor * temb_silu, const std
     h = conv2d(h, p + ".conv1");
     ggml_tensor * t = linear(temb_silu, p + ".time_emb_proj");           // [C, N]
     h = group_norm(h, p + ".norm2", groups, eps, true, t);              // norm2(h + t)
-    h = conv2d(h, p + ".conv2");
     if (model.tensors.count(p + ".conv_shortcut.weight")) x = conv2d(x, p + ".conv_shortcut", 1, 0);
-    return ggml_add(ctx, x, h);
+    return conv3x3(h, p + ".conv2", {1, x, false});                     // conv2(h) + x
 }
 
 ggml_tensor * Blocks::attend(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads) const {
     const int64_t c = q->ne[0], t_q = q->ne[1], n = q->ne[2];
     const int64_t t_k = k->ne[1];
     const int64_t d = c / heads;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    if (ggml_tensor * o = attention::attend(ctx, q, k, v, heads, scale)) return o;
     // [d, heads, T, N] -> [d, T, heads, N]
     q = ggml_permute(ctx, ggml_reshape_4d(ctx, q, d, heads, t_q, n), 0, 2, 1, 3);
     k = ggml_permute(ctx, ggml_reshape_4d(ctx, k, d, heads, t_k, n), 0, 2, 1, 3);
     v = ggml_permute(ctx, ggml_reshape_4d(ctx, v, d, heads, t_k, n), 0, 2, 1, 3);
     // Fused softmax(q k^T / sqrt(d)) v, never materialising the T_q x T_k scores.
-    ggml_tensor * o = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(static_cast<float>(d)), 0.0f, 0.0f);
+    ggml_tensor * o = ggml_flash_attn_ext(ctx, q, k, v, nullptr, scale, 0.0f, 0.0f);
     ggml_flash_attn_ext_set_prec(o, GGML_PREC_F32);
     return ggml_reshape_3d(ctx, o, c, t_q, n);  // result is [d, heads, T_q, N]
 }
@@ -188,9 +190,8 @@ ggml_tensor * Blocks::resnet_plain(ggml_tensor * x, const std::string & p, int g
     ggml_tensor * h = group_norm(x, p + ".norm1", groups, eps, true);
     h = conv2d(h, p + ".conv1");
     h = group_norm(h, p + ".norm2", groups, eps, true);
-    h = conv2d(h, p + ".conv2");
     if (model.tensors.count(p + ".conv_shortcut.weight")) x = conv2d(x, p + ".conv_shortcut", 1, 0);
-    return ggml_add(ctx, x, h);
+    return conv3x3(h, p + ".conv2", {1, x, false});                     // conv2(h) + x
 }
 
 ggml_tensor * Blocks::vae_attention(ggml_tensor * x, const std::string & p, int groups, float eps) const {

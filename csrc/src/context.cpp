@@ -133,6 +133,13 @@ void cutecpp_context::profile(Planned & p) {
         const ggml_tensor * t = ggml_graph_node(p.graph, i);
         std::string op = ggml_op_desc(t);
         if (t->op == GGML_OP_CUSTOM && t->name[0]) op += std::string(" ") + t->name;
+        if (t->op == GGML_OP_CUSTOM && profile_ > 1) {  // CUTECPP_PROFILE=2: input and output shapes
+            char dims[96];
+            std::snprintf(dims, sizeof(dims), " [%lld,%lld,%lld]->[%lld,%lld,%lld]", (long long)t->src[0]->ne[0],
+                          (long long)t->src[0]->ne[1], (long long)t->src[0]->ne[2], (long long)t->ne[0],
+                          (long long)t->ne[1], (long long)t->ne[2]);
+            op += dims;
+        }
         if (t->op == GGML_OP_MUL_MAT) {
             op += std::string(" ") + ggml_type_name(t->src[0]->type);
             if (profile_ > 1) {  // CUTECPP_PROFILE=2: by operand shape too

@@ -1,5 +1,6 @@
 #include "direct_conv.h"
 
+#include "custom_op.h"
 #include "ggml.h"
 
 #include <algorithm>
@@ -17,6 +18,8 @@
 namespace cutecpp::direct_conv {
 
 namespace {
+
+using custom_op::share;
 
 // Eight floats: one AVX register on x86-64 (AVX2 + FMA, as the build targets),
 // two NEON registers on aarch64, a plain array (which the compiler may still
@@ -80,12 +83,6 @@ struct Params {
 constexpr Params kParams[8] = {{false, false, false}, {true, false, false}, {false, true, false}, {true, true, false},
                                {false, false, true},  {true, false, true},  {false, true, true},  {true, true, true}};
 
-// Splits [0, n) evenly between nth threads.
-void share(int64_t n, int ith, int nth, int64_t & begin, int64_t & end) {
-    const int64_t per = (n + nth - 1) / nth;
-    begin = std::min<int64_t>(n, per * ith);
-    end = std::min<int64_t>(n, begin + per);
-}
 
 // Output channels per register block (OB) and vectors along W per block (XB):
 // OB * XB accumulators, XB input vectors and one broadcast weight live in

@@ -1,5 +1,6 @@
 #include "fused.h"
 
+#include "custom_op.h"
 #include "vec_math.h"
 
 #include "ggml.h"
@@ -7,8 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <deque>
-#include <mutex>
 
 namespace cutecpp::fused {
 
@@ -24,24 +23,8 @@ struct Params {
     bool operator==(const Params & o) const { return groups == o.groups && eps == o.eps && silu == o.silu; }
 };
 
-// ggml keeps the op's userdata pointer for the graph's lifetime: one stable
-// entry per distinct setting, shared by every graph of the process.
-const Params * intern(const Params & p) {
-    static std::mutex mutex;
-    static std::deque<Params> table;
-    std::lock_guard<std::mutex> lock(mutex);
-    for (const Params & q : table) {
-        if (q == p) return &q;
-    }
-    table.push_back(p);
-    return &table.back();
-}
-
-void share(int64_t n, int ith, int nth, int64_t & begin, int64_t & end) {
-    const int64_t per = (n + nth - 1) / nth;
-    begin = std::min<int64_t>(n, per * ith);
-    end = std::min<int64_t>(n, begin + per);
-}
+using custom_op::intern;
+using custom_op::share;
 
 // The sum of (x[i] + d), and of (x[i] + d)^2, over n values: float vectors
 // over at most 512 values at a time, carried in double.
@@ -204,7 +187,7 @@ ggml_tensor * group_norm(ggml_context * ctx, ggml_tensor * x, int groups, float 
     }
     ggml_tensor * args[4] = {contiguous(ctx, x), weight, bias, shift ? contiguous(ctx, shift) : nullptr};
     ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, shift ? 4 : 3,
-                                     group_norm_op, GGML_N_TASKS_MAX, const_cast<Params *>(intern({groups, eps, silu})));
+                                     group_norm_op, GGML_N_TASKS_MAX, const_cast<Params *>(intern(Params{groups, eps, silu})));
     ggml_set_name(y, silu ? "group norm silu" : "group norm");
     return y;
 }
@@ -216,7 +199,7 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, float eps, ggml_te
     }
     ggml_tensor * args[3] = {contiguous(ctx, x), weight, bias};
     ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, 3,
-                                     layer_norm_op, GGML_N_TASKS_MAX, const_cast<Params *>(intern({0, eps, false})));
+                                     layer_norm_op, GGML_N_TASKS_MAX, const_cast<Params *>(intern(Params{0, eps, false})));
     ggml_set_name(y, "layer norm");
     return y;
 }

@@ -1,5 +1,6 @@
 #include "winograd.h"
 
+#include "custom_op.h"
 #include "ggml.h"
 
 #include <algorithm>
@@ -9,6 +10,8 @@ namespace cutecpp::winograd {
 
 namespace {
 
+using custom_op::share;
+
 constexpr int kTile = 16;  // 4x4 transformed values per tile
 
 float kernel_value(const ggml_tensor * k, int64_t i) {
@@ -16,12 +19,6 @@ float kernel_value(const ggml_tensor * k, int64_t i) {
                                     : static_cast<const float *>(k->data)[i];
 }
 
-// Splits [0, n) evenly between nth threads.
-void share(int64_t n, int ith, int nth, int64_t & begin, int64_t & end) {
-    const int64_t per = (n + nth - 1) / nth;
-    begin = std::min<int64_t>(n, per * ith);
-    end = std::min<int64_t>(n, begin + per);
-}
 
 // Both transforms work on a row of tiles for a block of kLanes channels at a
 // time: rows are read (or written) contiguously per channel, the arithmetic
