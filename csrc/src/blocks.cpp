@@ -4,6 +4,7 @@
 #include "direct_conv.h"
 #include "error.h"
 #include "fused.h"
+#include "pointwise_conv.h"
 #include "winograd.h"
 
 #include "ggml.h"
@@ -70,7 +71,12 @@ bool use_direct(const ggml_tensor * kernel) {
 }  // namespace
 
 ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride, int pad, bool bias) const {
-    return stride == 1 && pad == 1 ? conv3x3(x, p, {}, bias) : im2col_conv2d(x, p, stride, pad, bias);
+    if (stride == 1 && pad == 1) return conv3x3(x, p, {}, bias);
+    if (stride == 1 && pad == 0) {
+        ggml_tensor * b = bias ? weight(p + ".bias") : nullptr;
+        if (ggml_tensor * y = pointwise_conv::conv2d(ctx, x, weight(p + ".weight"), b)) return y;
+    }
+    return im2col_conv2d(x, p, stride, pad, bias);
 }
 
 ggml_tensor * Blocks::conv3x3(ggml_tensor * x, const std::string & p, const ConvFuse & fuse, bool bias) const {
@@ -144,14 +150,13 @@ ggml_tensor * Blocks::attention(ggml_tensor * x, ggml_tensor * context, const st
 
 ggml_tensor * Blocks::transformer2d(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads,
                                     int groups) const {
-    const int64_t w = x->ne[0], h = x->ne[1], c = x->ne[2], n = x->ne[3];
     ggml_tensor * residual = x;
-    x = group_norm(x, p + ".norm", groups, 1e-6f);  // diffusers fixes this eps
-    // [W, H, C, N] -> tokens [C, W*H, N] (token index = h*W + w, as diffusers).
-    // A 1x1-conv projection is applied as a Linear on the tokens: same result,
-    // no im2col, and the layout change happens once either way.
-    x = ggml_cont(ctx, ggml_permute(ctx, x, 1, 2, 0, 3));
-    x = linear(ggml_reshape_3d(ctx, x, c, w * h, n), p + ".proj_in");
+    // GroupNorm, written as tokens [C, W*H, N] (token index = h*W + w, as
+    // diffusers; eps fixed there). A 1x1-conv projection is applied as a Linear
+    // on the tokens: same result, no im2col.
+    x = fused::group_norm(ctx, x, groups, 1e-6f, weight(p + ".norm.weight"), weight(p + ".norm.bias"), nullptr, false,
+                          true);
+    x = linear(x, p + ".proj_in");
 
     const std::string b = p + ".tb.0";
     ggml_tensor * normed = layer_norm(x, b + ".norm1", 1e-5f);
@@ -161,10 +166,7 @@ ggml_tensor * Blocks::transformer2d(ggml_tensor * x, ggml_tensor * context, cons
     ff = fused::geglu(ctx, ff, weight(b + ".ff.net.0.proj.bias"));  // first half * gelu(second half)
     x = ggml_add(ctx, x, linear(ff, b + ".ff.net.2"));
 
-    x = linear(x, p + ".proj_out");
-    // tokens back to [W, H, C, N]
-    x = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, x, c, w, h, n), 2, 0, 1, 3));
-    return ggml_add(ctx, x, residual);
+    return fused::image_add(ctx, linear(x, p + ".proj_out"), residual);  // tokens back to [W, H, C, N]
 }
 
 }  // namespace cutecpp
@@ -195,14 +197,11 @@ ggml_tensor * Blocks::resnet_plain(ggml_tensor * x, const std::string & p, int g
 }
 
 ggml_tensor * Blocks::vae_attention(ggml_tensor * x, const std::string & p, int groups, float eps) const {
-    const int64_t w = x->ne[0], h = x->ne[1], c = x->ne[2], n = x->ne[3];
-    // [W, H, C, N] -> tokens [C, W*H, N] (token index = h*W + w, as diffusers' view).
-    ggml_tensor * t = ggml_cont(ctx, ggml_permute(ctx, group_norm(x, p + ".group_norm", groups, eps), 1, 2, 0, 3));
-    t = ggml_reshape_3d(ctx, t, c, w * h, n);
+    // GroupNorm as tokens [C, W*H, N] (token index = h*W + w, as diffusers' view).
+    ggml_tensor * t = fused::group_norm(ctx, x, groups, eps, weight(p + ".group_norm.weight"),
+                                        weight(p + ".group_norm.bias"), nullptr, false, true);
     ggml_tensor * o = attend(linear(t, p + ".to_q"), linear(t, p + ".to_k"), linear(t, p + ".to_v"), 1);
-    o = linear(o, p + ".to_out.0");                                                  // [C, T_q, N]
-    o = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, o, c, w, h, n), 2, 0, 1, 3));
-    return ggml_add(ctx, o, x);
+    return fused::image_add(ctx, linear(o, p + ".to_out.0"), x);  // [C, T_q, N] back to the image, + x
 }
 
 }  // namespace cutecpp

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <vector>
 
 namespace cutecpp::fused {
 
@@ -20,7 +21,10 @@ struct Params {
     int groups;
     float eps;
     bool silu;
-    bool operator==(const Params & o) const { return groups == o.groups && eps == o.eps && silu == o.silu; }
+    bool tokens;  // group norm: write [C, W * H, N] instead of [W, H, C, N]
+    bool operator==(const Params & o) const {
+        return groups == o.groups && eps == o.eps && silu == o.silu && tokens == o.tokens;
+    }
 };
 
 using custom_op::intern;
@@ -81,6 +85,7 @@ void group_norm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const int64_t plane = x->ne[0] * x->ne[1], c = x->ne[2], per = c / p.groups;
     const auto * xd = static_cast<const float *>(x->data);
     auto * yd = static_cast<float *>(dst->data);
+    std::vector<float> row(p.tokens ? plane : 0);
     int64_t i0, i1;
     share(x->ne[3] * p.groups, ith, nth, i0, i1);
     for (int64_t item = i0; item < i1; ++item) {
@@ -101,11 +106,15 @@ void group_norm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
             const float a = rstd * w[ch];
             const float shift = static_cast<float>((s ? s[n * c + ch] : 0.0) - mean);
             const float * src = xd + (n * c + ch) * plane;
-            float * out = yd + (n * c + ch) * plane;
+            float * out = p.tokens ? row.data() : yd + (n * c + ch) * plane;
             if (p.silu) {
                 affine<true>(src, out, plane, a, shift * a + b[ch]);
             } else {
                 affine<false>(src, out, plane, a, shift * a + b[ch]);
+            }
+            if (p.tokens) {  // token t = pixel t: [C, W * H, N]
+                float * col = yd + n * plane * c + ch;
+                for (int64_t t = 0; t < plane; ++t) col[t * c] = out[t];
             }
         }
     }
@@ -158,6 +167,28 @@ void geglu_op(ggml_tensor * dst, int ith, int nth, void *) {
     }
 }
 
+// dst [W, H, C, N] = x [C, W * H, N] (token t = pixel t) + residual [W, H, C, N].
+void image_add_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    const auto * xd = static_cast<const float *>(x->data);
+    const auto * rd = static_cast<const float *>(dst->src[1]->data);
+    auto * yd = static_cast<float *>(dst->data);
+    const int64_t plane = dst->ne[0] * dst->ne[1], c = dst->ne[2];
+    const int64_t blocks = (c + kWidth - 1) / kWidth;
+    int64_t i0, i1;
+    share(dst->ne[3] * blocks, ith, nth, i0, i1);
+    for (int64_t item = i0; item < i1; ++item) {
+        const int64_t n = item / blocks, c0 = (item % blocks) * kWidth, lanes = std::min<int64_t>(kWidth, c - c0);
+        for (int64_t t = 0; t < plane; ++t) {
+            const float * src = xd + (n * plane + t) * c + c0;
+            for (int64_t l = 0; l < lanes; ++l) {
+                const int64_t i = (n * c + c0 + l) * plane + t;
+                yd[i] = src[l] + rd[i];
+            }
+        }
+    }
+}
+
 bool is_f32_vector(const ggml_tensor * t, int64_t n) {
     return t->type == GGML_TYPE_F32 && ggml_nelements(t) == n && ggml_is_contiguous(t);
 }
@@ -172,7 +203,7 @@ bool enabled() {
 }
 
 ggml_tensor * group_norm(ggml_context * ctx, ggml_tensor * x, int groups, float eps, ggml_tensor * weight,
-                         ggml_tensor * bias, ggml_tensor * shift, bool silu) {
+                         ggml_tensor * bias, ggml_tensor * shift, bool silu, bool tokens) {
     const int64_t c = x->ne[2];
     const bool fits = enabled() && x->type == GGML_TYPE_F32 && groups > 0 && c % groups == 0 &&
                       is_f32_vector(weight, c) && is_f32_vector(bias, c) &&
@@ -183,11 +214,16 @@ ggml_tensor * group_norm(ggml_context * ctx, ggml_tensor * x, int groups, float 
         x = ggml_group_norm(ctx, x, groups, eps);
         x = ggml_mul(ctx, x, ggml_reshape_4d(ctx, weight, 1, 1, c, 1));
         x = ggml_add(ctx, x, ggml_reshape_4d(ctx, bias, 1, 1, c, 1));
-        return silu ? ggml_silu(ctx, x) : x;
+        if (silu) x = ggml_silu(ctx, x);
+        if (!tokens) return x;
+        x = ggml_cont(ctx, ggml_permute(ctx, x, 1, 2, 0, 3));  // [C, W, H, N]
+        return ggml_reshape_3d(ctx, x, c, x->ne[1] * x->ne[2], x->ne[3]);
     }
     ggml_tensor * args[4] = {contiguous(ctx, x), weight, bias, shift ? contiguous(ctx, shift) : nullptr};
-    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, shift ? 4 : 3,
-                                     group_norm_op, GGML_N_TASKS_MAX, const_cast<Params *>(intern(Params{groups, eps, silu})));
+    const int64_t ne[4] = {tokens ? c : x->ne[0], tokens ? x->ne[0] * x->ne[1] : x->ne[1], tokens ? x->ne[3] : c,
+                           tokens ? 1 : x->ne[3]};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, ne[0], ne[1], ne[2], ne[3], args, shift ? 4 : 3, group_norm_op,
+                                     GGML_N_TASKS_MAX, const_cast<Params *>(intern(Params{groups, eps, silu, tokens})));
     ggml_set_name(y, silu ? "group norm silu" : "group norm");
     return y;
 }
@@ -199,7 +235,7 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, float eps, ggml_te
     }
     ggml_tensor * args[3] = {contiguous(ctx, x), weight, bias};
     ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, 3,
-                                     layer_norm_op, GGML_N_TASKS_MAX, const_cast<Params *>(intern(Params{0, eps, false})));
+                                     layer_norm_op, GGML_N_TASKS_MAX, const_cast<Params *>(intern(Params{0, eps, false, false})));
     ggml_set_name(y, "layer norm");
     return y;
 }
@@ -214,6 +250,19 @@ ggml_tensor * geglu(ggml_context * ctx, ggml_tensor * x, ggml_tensor * bias) {
     ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, two_f / 2, x->ne[1], x->ne[2], x->ne[3], args, bias ? 2 : 1,
                                      geglu_op, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(y, "geglu");
+    return y;
+}
+
+ggml_tensor * image_add(ggml_context * ctx, ggml_tensor * x, ggml_tensor * residual) {
+    const int64_t w = residual->ne[0], h = residual->ne[1], c = residual->ne[2], n = residual->ne[3];
+    GGML_ASSERT(x->ne[0] == c && x->ne[1] == w * h && x->ne[2] == n);
+    if (!(enabled() && x->type == GGML_TYPE_F32 && residual->type == GGML_TYPE_F32)) {
+        x = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, x, c, w, h, n), 2, 0, 1, 3));
+        return ggml_add(ctx, x, residual);
+    }
+    ggml_tensor * args[2] = {contiguous(ctx, x), contiguous(ctx, residual)};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w, h, c, n, args, 2, image_add_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(y, "image add");
     return y;
 }
 

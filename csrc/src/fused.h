@@ -17,11 +17,15 @@ namespace cutecpp::fused {
 
 bool enabled();
 
-// x [W, H, C, N] f32 -> act(GroupNorm(x + shift) * weight + bias), same shape.
-// shift [C, N] or NULL (a per-image, per-channel offset, e.g. the resnet's
-// time embedding); weight and bias [C] f32; silu applies SiLU last.
+// x [W, H, C, N] f32 -> act(GroupNorm(x + shift) * weight + bias), same shape,
+// or as tokens [C, W * H, N] (token t = pixel t, as diffusers' transformers
+// read an image). shift [C, N] or NULL (a per-image, per-channel offset, e.g.
+// the resnet's time embedding); weight and bias [C] f32; silu applies SiLU last.
 ggml_tensor * group_norm(ggml_context * ctx, ggml_tensor * x, int groups, float eps, ggml_tensor * weight,
-                         ggml_tensor * bias, ggml_tensor * shift, bool silu);
+                         ggml_tensor * bias, ggml_tensor * shift, bool silu, bool tokens = false);
+
+// tokens x [C, W * H, N] back to an image, plus residual [W, H, C, N].
+ggml_tensor * image_add(ggml_context * ctx, ggml_tensor * x, ggml_tensor * residual);
 
 // x [C, ...] f32 -> LayerNorm over C * weight + bias (both [C] f32).
 ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, float eps, ggml_tensor * weight, ggml_tensor * bias);
