@@ -4,6 +4,7 @@
 #include "direct_conv.h"
 #include "error.h"
 #include "fused.h"
+#include "gemm.h"
 #include "pointwise_conv.h"
 #include "winograd.h"
 
@@ -23,6 +24,11 @@ ggml_tensor * Blocks::weight(const std::string & name) const {
 
 ggml_tensor * Blocks::linear(ggml_tensor * x, const std::string & p, bool bias) const {
     ggml_tensor * w = weight(p + ".weight");
+    if (fused::enabled() && x->type == GGML_TYPE_F32) {
+        if (ggml_tensor * panels = model.panel_weight(p + ".weight")) {
+            return gemm::linear(ctx, x, panels, ggml_nelements(w) / panels->ne[1], bias ? weight(p + ".bias") : nullptr);
+        }
+    }
     // A 1x1 conv kernel [1, 1, IC, OC] is the same matrix as a Linear's [IC, OC].
     if (ggml_n_dims(w) > 2) w = ggml_reshape_2d(ctx, w, w->ne[0] * w->ne[1] * w->ne[2], w->ne[3]);
     x = ggml_mul_mat(ctx, w, x);

@@ -2,6 +2,7 @@
 
 #include "direct_conv.h"
 #include "error.h"
+#include "gemm.h"
 #include "json.h"
 #include "winograd.h"
 
@@ -122,24 +123,35 @@ cutecpp_model::~cutecpp_model() {
     for (auto & [name, t] : transformed_) ggml_free(t.ctx);
 }
 
-ggml_tensor * cutecpp_model::winograd_kernel(const std::string & name) const { return transformed(name, false); }
+ggml_tensor * cutecpp_model::winograd_kernel(const std::string & name) const { return transformed(name, Kind::winograd); }
 
-ggml_tensor * cutecpp_model::direct_kernel(const std::string & name) const { return transformed(name, true); }
+ggml_tensor * cutecpp_model::direct_kernel(const std::string & name) const { return transformed(name, Kind::direct); }
 
-ggml_tensor * cutecpp_model::transformed(const std::string & name, bool direct) const {
+ggml_tensor * cutecpp_model::panel_weight(const std::string & name) const { return transformed(name, Kind::panels); }
+
+ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) const {
+    static const char * const kPrefix[] = {"winograd:", "direct:", "panels:"};
     const auto it = tensors.find(name);
     if (it == tensors.end()) return nullptr;
-    if (!(direct ? direct_conv::supports_kernel(it->second) : winograd::supports_kernel(it->second))) return nullptr;
+    const ggml_tensor * k = it->second;
+    const bool supported = kind == Kind::winograd ? winograd::supports_kernel(k)
+                           : kind == Kind::direct ? direct_conv::supports_kernel(k)
+                                                  : gemm::supports_weight(k);
+    if (!supported) return nullptr;
     std::lock_guard<std::mutex> lock(transformed_mutex_);
-    Transformed & t = transformed_[(direct ? "direct:" : "winograd:") + name];
+    Transformed & t = transformed_[kPrefix[static_cast<int>(kind)] + name];
     if (t.ctx == nullptr) {
-        const ggml_tensor * k = it->second;
         int64_t ne[4] = {k->ne[2], k->ne[3], 16, 1};  // winograd: [IC, OC, 16]
         ggml_type type = GGML_TYPE_F32;
-        if (direct) {
+        if (kind == Kind::direct) {
             direct_conv::arranged_shape(k, ne);
             t.data.resize(ne[0] * ne[1] * ne[2] * ne[3]);
             direct_conv::arrange_kernel(k, t.data.data());
+        } else if (kind == Kind::panels) {
+            gemm::panel_shape(k, ne);
+            type = k->type;
+            t.data.resize((gemm::panel_bytes(k) + sizeof(float) - 1) / sizeof(float));
+            gemm::pack(k, t.data.data());
         } else {
             type = static_cast<ggml_type>(winograd::transformed_type(k, winograd_quantized_));
             const size_t bytes = winograd::transformed_bytes(k, type);

@@ -24,6 +24,8 @@ struct cutecpp_model {
     ggml_tensor * winograd_kernel(const std::string & name) const;
     // The same for the direct convolution's arrangement (direct_conv.h).
     ggml_tensor * direct_kernel(const std::string & name) const;
+    // The same for a Linear's (or 1x1 conv's) weight packed into panels (gemm.h).
+    ggml_tensor * panel_weight(const std::string & name) const;
 
     cutecpp::GGUFFile file;
     cutecpp::BundleConfig config;
@@ -35,8 +37,9 @@ private:
         ggml_context * ctx = nullptr;  // holds the tensor's metadata
         std::vector<float> data;
     };
-    // winograd_kernel (direct = false) or direct_kernel; kept by kind and name.
-    ggml_tensor * transformed(const std::string & name, bool direct) const;
+    enum class Kind { winograd, direct, panels };
+    // winograd_kernel, direct_kernel or panel_weight; kept by kind and name.
+    ggml_tensor * transformed(const std::string & name, Kind kind) const;
     int winograd_quantized_ = -1;  // a ggml_type (Q8_0 / Q4_0), or -1 for none
     mutable std::mutex transformed_mutex_;
     mutable std::map<std::string, Transformed> transformed_;

@@ -12,6 +12,12 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
 namespace cutecpp::vec {
 
 constexpr int kWidth = 8;
@@ -36,6 +42,37 @@ inline void store_part(float * p, f8 v, int n) {
     std::memcpy(p, t, n * sizeof(float));
 }
 inline f8 splat(float x) { return f8{} + x; }
+
+// Eight IEEE half floats (raw bits) to f32: F16C on x86-64, NEON on aarch64.
+inline f8 load_f16(const uint16_t * p) {
+    f8 v;
+#if defined(__F16C__)
+    const __m256 r = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+    std::memcpy(&v, &r, sizeof v);
+#elif defined(__aarch64__)
+    const float32x4_t lo = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+    const float32x4_t hi = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p + 4)));
+    std::memcpy(&v, &lo, sizeof lo);
+    std::memcpy(reinterpret_cast<char *>(&v) + sizeof lo, &hi, sizeof hi);
+#else
+    for (int i = 0; i < kWidth; ++i) {  // normal, subnormal, zero, inf and nan alike
+        const uint32_t sign = static_cast<uint32_t>(p[i] & 0x8000) << 16, exp = (p[i] >> 10) & 0x1f, man = p[i] & 0x3ff;
+        float f;
+        if (exp == 0) {
+            f = static_cast<float>(man) * (1.0f / 16777216.0f);  // man * 2^-24
+            uint32_t b;
+            std::memcpy(&b, &f, 4);
+            b |= sign;
+            std::memcpy(&f, &b, 4);
+        } else {
+            const uint32_t b = sign | (exp == 31 ? 0x7f800000u | (man << 13) : ((exp + 112) << 23) | (man << 13));
+            std::memcpy(&f, &b, 4);
+        }
+        v[i] = f;
+    }
+#endif
+    return v;
+}
 inline f8 min(f8 a, f8 b) { return a < b ? a : b; }
 inline f8 max(f8 a, f8 b) { return a > b ? a : b; }
 inline float sum(f8 v) {
