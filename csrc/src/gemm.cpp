@@ -86,24 +86,27 @@ void rows(int64_t n, const float * x, int64_t ldx, const void * panel, int64_t k
     }
 }
 
-// dst [OC, rows]; src x [K, rows] (contiguous), panels [kPanel, K, blocks], bias [OC] (optional).
+// dst [OC, rows, (B)]; src x [K, rows, (B)] (contiguous), panels [kPanel, K, blocks, B],
+// bias [OC] (optional). B > 1: one product per batch, each with its own panels.
 void compute(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x = dst->src[0];
     const ggml_tensor * p = dst->src[1];
     const ggml_tensor * b = dst->src[2];
-    const int64_t k = x->ne[0], n = ggml_nrows(x), oc = dst->ne[0], blocks = p->ne[2];
+    const int64_t k = x->ne[0], oc = dst->ne[0], blocks = p->ne[2], batches = p->ne[3];
+    const int64_t n = batches > 1 ? x->ne[1] : ggml_nrows(x);  // rows per batch
     const int64_t chunks = (n + kChunk - 1) / kChunk;
     int64_t i0, i1;
-    custom_op::share(blocks * chunks, ith, nth, i0, i1);
+    custom_op::share(batches * blocks * chunks, ith, nth, i0, i1);
     if (i0 >= i1) return;
     std::vector<float> bias(blocks * kPanel, 0.0f);
     if (b) std::memcpy(bias.data(), b->data, oc * sizeof(float));
     const bool f16 = p->type == GGML_TYPE_F16;
-    const auto * xd = static_cast<const float *>(x->data);
-    auto * yd = static_cast<float *>(dst->data);
     for (int64_t item = i0; item < i1; ++item) {  // block-major: a thread's items share panels
-        const int64_t blk = item / chunks, r0 = (item % chunks) * kChunk, r1 = std::min(n, r0 + kChunk);
-        const void * panel = static_cast<const char *>(p->data) + blk * p->nb[2];
+        const int64_t bat = item / (blocks * chunks), blk = item / chunks % blocks;
+        const int64_t r0 = (item % chunks) * kChunk, r1 = std::min(n, r0 + kChunk);
+        const void * panel = static_cast<const char *>(p->data) + blk * p->nb[2] + bat * p->nb[3];
+        const float * xd = static_cast<const float *>(x->data) + bat * n * k;
+        float * yd = static_cast<float *>(dst->data) + bat * n * oc;
         const int64_t width = std::min(kPanel, oc - blk * kPanel);
         for (int64_t r = r0; r < r1; r += kRows) {
             const int64_t m = std::min(kRows, r1 - r);
@@ -140,19 +143,24 @@ size_t panel_bytes(const ggml_tensor * w) {
 
 void pack(const ggml_tensor * w, void * out) {
     const Shape s = shape_of(w);
-    const size_t size = ggml_type_size(w->type);  // 4 or 2: the values are copied as they are
-    std::memset(out, 0, panel_bytes(w));
-    const auto * src = static_cast<const char *>(w->data);
+    pack_rows(w->data, ggml_type_size(w->type), s.k, s.oc, out);
+}
+
+void pack_rows(const void * rows, size_t size, int64_t k, int64_t oc, void * out) {
+    const size_t blocks = static_cast<size_t>((oc + kPanel - 1) / kPanel);
+    std::memset(out, 0, blocks * kPanel * k * size);
+    const auto * src = static_cast<const char *>(rows);
     auto * dst = static_cast<char *>(out);
-    for (int64_t o = 0; o < s.oc; ++o) {
-        for (int64_t kk = 0; kk < s.k; ++kk) {
-            std::memcpy(dst + (((o / kPanel) * s.k + kk) * kPanel + o % kPanel) * size, src + (o * s.k + kk) * size, size);
+    for (int64_t o = 0; o < oc; ++o) {  // the values are copied as they are (f32 or f16 bits)
+        for (int64_t kk = 0; kk < k; ++kk) {
+            std::memcpy(dst + (((o / kPanel) * k + kk) * kPanel + o % kPanel) * size, src + (o * k + kk) * size, size);
         }
     }
 }
 
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, int64_t oc, ggml_tensor * bias) {
     GGML_ASSERT(x->type == GGML_TYPE_F32 && x->ne[0] == panels->ne[1] && oc <= panels->ne[2] * kPanel);
+    GGML_ASSERT(panels->ne[3] == 1 || (x->ne[2] == panels->ne[3] && x->ne[3] == 1));
     GGML_ASSERT(!bias || (bias->type == GGML_TYPE_F32 && ggml_nelements(bias) == oc));
     ggml_tensor * args[3] = {ggml_is_contiguous(x) ? x : ggml_cont(ctx, x), panels, bias};
     ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, oc, x->ne[1], x->ne[2], x->ne[3], args, bias ? 3 : 2, compute,

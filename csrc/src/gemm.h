@@ -28,8 +28,13 @@ bool supports_weight(const ggml_tensor * w);
 void panel_shape(const ggml_tensor * w, int64_t ne[4]);
 size_t panel_bytes(const ggml_tensor * w);
 void pack(const ggml_tensor * w, void * out);
+// The same from raw rows: oc rows of k values of `size` bytes (4: f32, 2: f16)
+// -> ceil(oc / kPanel) * kPanel * k values.
+void pack_rows(const void * rows, size_t size, int64_t k, int64_t oc, void * out);
 
 // x [K, ...] f32, panels from pack(), bias [OC] f32 or NULL -> [OC, ...].
+// Batched: panels [kPanel, K, blocks, B] (B packed matrices) and x [K, rows, B]
+// -> [OC, rows, B], product b with matrix b.
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, int64_t oc, ggml_tensor * bias);
 
 }  // namespace cutecpp::gemm

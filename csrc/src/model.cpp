@@ -141,7 +141,7 @@ ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) co
     std::lock_guard<std::mutex> lock(transformed_mutex_);
     Transformed & t = transformed_[kPrefix[static_cast<int>(kind)] + name];
     if (t.ctx == nullptr) {
-        int64_t ne[4] = {k->ne[2], k->ne[3], 16, 1};  // winograd: [IC, OC, 16]
+        int64_t ne[4];
         ggml_type type = GGML_TYPE_F32;
         if (kind == Kind::direct) {
             direct_conv::arranged_shape(k, ne);
@@ -154,6 +154,7 @@ ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) co
             gemm::pack(k, t.data.data());
         } else {
             type = static_cast<ggml_type>(winograd::transformed_type(k, winograd_quantized_));
+            winograd::transformed_shape(k, type, ne);
             const size_t bytes = winograd::transformed_bytes(k, type);
             t.data.resize((bytes + sizeof(float) - 1) / sizeof(float));
             winograd::transform_kernel(k, type, t.data.data());

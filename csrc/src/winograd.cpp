@@ -1,6 +1,7 @@
 #include "winograd.h"
 
 #include "custom_op.h"
+#include "gemm.h"
 #include "ggml.h"
 
 #include <algorithm>
@@ -160,16 +161,36 @@ int transformed_type(const ggml_tensor * k, int quantized) {
     return k->type;
 }
 
+namespace {
+bool panels(int type) { return type == GGML_TYPE_F32 || type == GGML_TYPE_F16; }
+}  // namespace
+
+void transformed_shape(const ggml_tensor * k, int type, int64_t ne[4]) {
+    const int64_t ic = k->ne[2], oc = k->ne[3];
+    if (panels(type)) {  // gemm panels per tile position: [kPanel, IC, blocks, 16]
+        ne[0] = gemm::kPanel;
+        ne[1] = ic;
+        ne[2] = (oc + gemm::kPanel - 1) / gemm::kPanel;
+        ne[3] = kTile;
+    } else {
+        ne[0] = ic;
+        ne[1] = oc;
+        ne[2] = kTile;
+        ne[3] = 1;
+    }
+}
+
 size_t transformed_bytes(const ggml_tensor * k, int type) {
-    return ggml_row_size(static_cast<ggml_type>(type), k->ne[2]) * k->ne[3] * kTile;
+    int64_t ne[4];
+    transformed_shape(k, type, ne);
+    return ggml_row_size(static_cast<ggml_type>(type), ne[0]) * ne[1] * ne[2] * ne[3];
 }
 
 void transform_kernel(const ggml_tensor * k, int type, void * dst) {
     const int64_t ic = k->ne[2], oc = k->ne[3];
     const auto t = static_cast<ggml_type>(type);
-    std::vector<float> u32;  // U in f32 first where it is stored in another type
-    if (t != GGML_TYPE_F32) u32.resize(static_cast<size_t>(kTile) * oc * ic);
-    float * out = t == GGML_TYPE_F32 ? static_cast<float *>(dst) : u32.data();
+    std::vector<float> u32(static_cast<size_t>(kTile) * oc * ic);  // U in f32, [16][OC][IC]
+    float * out = u32.data();
     for (int64_t o = 0; o < oc; ++o) {
         for (int64_t c = 0; c < ic; ++c) {
             const int64_t base = (o * ic + c) * 9;
@@ -189,23 +210,30 @@ void transform_kernel(const ggml_tensor * k, int type, void * dst) {
             }
         }
     }
-    if (t == GGML_TYPE_F16) {
-        ggml_fp32_to_fp16_row(u32.data(), static_cast<ggml_fp16_t *>(dst), static_cast<int64_t>(u32.size()));
-    } else if (t != GGML_TYPE_F32) {
+    if (!panels(t)) {
         ggml_quantize_chunk(t, u32.data(), dst, 0, kTile * oc, ic, nullptr);
+        return;
+    }
+    std::vector<ggml_fp16_t> u16(t == GGML_TYPE_F16 ? u32.size() : 0);
+    if (t == GGML_TYPE_F16) ggml_fp32_to_fp16_row(u32.data(), u16.data(), static_cast<int64_t>(u32.size()));
+    const size_t size = ggml_type_size(t);
+    const size_t per_tile = transformed_bytes(k, type) / kTile;
+    for (int i = 0; i < kTile; ++i) {
+        const char * rows = t == GGML_TYPE_F16 ? reinterpret_cast<const char *>(u16.data()) : reinterpret_cast<const char *>(u32.data());
+        gemm::pack_rows(rows + static_cast<size_t>(i) * oc * ic * size, size, ic, oc, static_cast<char *>(dst) + i * per_tile);
     }
 }
 
-ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, ggml_tensor * bias) {
+ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, int64_t oc, ggml_tensor * bias) {
     const int64_t w = x->ne[0], h = x->ne[1], n = x->ne[3];
     const int64_t tiles = ((w + 1) / 2) * ((h + 1) / 2) * n;
     ggml_tensor * in_args[] = {x};
     ggml_tensor * v = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[2], tiles, kTile, 1, in_args, 1, input_transform,
                                      GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(v, "winograd input");
-    ggml_tensor * m = ggml_mul_mat(ctx, u, v);  // [OC, tiles, 16]
+    ggml_tensor * m = panels(u->type) ? gemm::linear(ctx, v, u, oc, nullptr) : ggml_mul_mat(ctx, u, v);  // [OC, tiles, 16]
     ggml_tensor * out_args[] = {m, bias};
-    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w, h, u->ne[1], n, out_args, bias ? 2 : 1, output_transform,
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, w, h, oc, n, out_args, bias ? 2 : 1, output_transform,
                                      GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(y, "winograd output");
     return y;

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 struct ggml_context;
 struct ggml_tensor;
@@ -28,12 +29,16 @@ bool supports_kernel(const ggml_tensor * kernel);
 // U's type for this kernel: the kernel's own (f32, f16), or `quantized`
 // (GGML_TYPE_Q8_0 / Q4_0; -1 for none) where IC fits its blocks.
 int transformed_type(const ggml_tensor * kernel, int quantized);
+// U's ggml shape: f32 / f16 as gemm panels, one set per tile position
+// [16, IC, ceil(OC / 16), 16] (gemm.h); quantized as rows [IC, OC, 16].
+void transformed_shape(const ggml_tensor * kernel, int type, int64_t ne[4]);
 size_t transformed_bytes(const ggml_tensor * kernel, int type);
-// Writes U (ggml layout [IC, OC, 16], rows IC long) in `type` to out.
+// Writes U in `type` and transformed_shape's layout to out.
 void transform_kernel(const ggml_tensor * kernel, int type, void * out);
 
-// x [W, H, IC, N], u [IC, OC, 16] (from transform_kernel), bias [OC] or NULL
-// -> [W, H, OC, N]: conv2d with stride 1 and padding 1.
-ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, ggml_tensor * bias);
+// x [W, H, IC, N], u from transform_kernel, bias [OC] or NULL -> [W, H, OC, N]:
+// conv2d with stride 1 and padding 1. The 16 products run in gemm.h (f32 / f16
+// U) or ggml_mul_mat (quantized U).
+ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, int64_t oc, ggml_tensor * bias);
 
 }  // namespace cutecpp::winograd
