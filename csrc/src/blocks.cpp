@@ -143,7 +143,7 @@ ggml_tensor * Blocks::attend(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, 
     v = ggml_permute(ctx, ggml_reshape_4d(ctx, v, d, heads, t_k, n), 0, 2, 1, 3);
     // Fused softmax(q k^T / sqrt(d)) v, never materialising the T_q x T_k scores.
     ggml_tensor * o = ggml_flash_attn_ext(ctx, q, k, v, nullptr, scale, 0.0f, 0.0f);
-    ggml_flash_attn_ext_set_prec(o, GGML_PREC_F32);
+    ggml_prec_set_acc(o, GGML_PREC_F32);
     return ggml_reshape_3d(ctx, o, c, t_q, n);  // result is [d, heads, T_q, N]
 }
 
