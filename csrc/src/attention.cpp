@@ -7,6 +7,7 @@
 #include "ggml.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace cutecpp::attention {
@@ -17,7 +18,7 @@ using vec::f8;
 using vec::kWidth;
 
 constexpr int64_t kRows = 16;  // query rows per work item
-constexpr int64_t kKeys = 32;  // keys per score step (4 vectors)
+constexpr int64_t kKeys = 32;  // keys padded to a multiple of this
 
 struct Params {
     int heads;
@@ -27,27 +28,43 @@ struct Params {
 
 using custom_op::intern;
 
-// scores[r][j] = scale * q_r . k_j for the block's rows, j < tkp (padded keys
-// score 0 and are dropped by softmax_rows).
+// Four query rows at a time (R <= 4 for the last): scores[r][j] = scale * q_r . k_j
+// for 16 keys per step, j < tkp (padded keys score 0 and softmax_rows drops
+// them). kt holds the head's keys in blocks of 16: [tkp / 16][d][16].
+template <int R>
+void score_rows(const float * const * q, const float * kt, int64_t d, int64_t tkp, float scale, float * const * s) {
+    for (int64_t j = 0; j < tkp; j += 2 * kWidth) {
+        const float * kb = kt + j * d;  // this block of 16 keys
+        f8 acc[R][2] = {};
+        for (int64_t c = 0; c < d; ++c) {
+            const f8 k0 = vec::load(kb + c * 2 * kWidth), k1 = vec::load(kb + c * 2 * kWidth + kWidth);
+            for (int r = 0; r < R; ++r) {
+                const float a = q[r][c];
+                acc[r][0] += a * k0;
+                acc[r][1] += a * k1;
+            }
+        }
+        for (int r = 0; r < R; ++r) {
+            vec::store(s[r] + j, acc[r][0] * scale);
+            vec::store(s[r] + j + kWidth, acc[r][1] * scale);
+        }
+    }
+}
+
 void scores(const float * q, int64_t q_stride, int64_t rows, const float * kt, int64_t d, int64_t tkp, float scale,
             float * s) {
-    for (int64_t r = 0; r < rows; ++r) {
-        const float * qr = q + r * q_stride;
-        float * sr = s + r * tkp;
-        for (int64_t j = 0; j < tkp; j += kKeys) {
-            f8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
-            for (int64_t c = 0; c < d; ++c) {
-                const f8 qc = vec::splat(qr[c] * scale);
-                const float * kr = kt + c * tkp + j;
-                a0 += qc * vec::load(kr);
-                a1 += qc * vec::load(kr + kWidth);
-                a2 += qc * vec::load(kr + 2 * kWidth);
-                a3 += qc * vec::load(kr + 3 * kWidth);
-            }
-            vec::store(sr + j, a0);
-            vec::store(sr + j + kWidth, a1);
-            vec::store(sr + j + 2 * kWidth, a2);
-            vec::store(sr + j + 3 * kWidth, a3);
+    for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+        const float * qr[4];
+        float * sr[4];
+        for (int64_t i = 0; i < 4; ++i) {
+            qr[i] = q + std::min(r0 + i, rows - 1) * q_stride;
+            sr[i] = s + std::min(r0 + i, rows - 1) * tkp;
+        }
+        switch (std::min<int64_t>(4, rows - r0)) {
+            case 4: score_rows<4>(qr, kt, d, tkp, scale, sr); break;
+            case 3: score_rows<3>(qr, kt, d, tkp, scale, sr); break;
+            case 2: score_rows<2>(qr, kt, d, tkp, scale, sr); break;
+            default: score_rows<1>(qr, kt, d, tkp, scale, sr); break;
         }
     }
 }
@@ -72,32 +89,31 @@ void softmax_rows(float * s, int64_t rows, int64_t tk, int64_t tkp, float * inv)
     }
 }
 
-// out rows r = p_r V / sum_r, four rows at a time: V [tk][d] at v_stride, out at o_stride.
-void weighted_values(const float * p, int64_t rows, int64_t tk, int64_t tkp, const float * v, int64_t v_stride,
-                     int64_t d, const float * inv, float * out, int64_t o_stride) {
+// out rows r = p_r V / sum_r, four rows and two vectors of V's columns at a
+// time (one for the last of an odd count). vt holds the head's values as
+// [tk][dp] (dp = d rounded up to 8, zero padded); out rows are o_stride apart.
+void weighted_values(const float * p, int64_t rows, int64_t tk, int64_t tkp, const float * vt, int64_t dp, int64_t d,
+                     const float * inv, float * out, int64_t o_stride) {
     for (int64_t r0 = 0; r0 < rows; r0 += 4) {
         const int64_t nr = std::min<int64_t>(4, rows - r0);
         const float * pr[4];
         for (int64_t i = 0; i < 4; ++i) pr[i] = p + (r0 + std::min<int64_t>(i, nr - 1)) * tkp;
-        for (int64_t c = 0; c < d; c += kWidth) {
-            const int width = static_cast<int>(std::min<int64_t>(kWidth, d - c));
-            f8 acc[4] = {};
+        for (int64_t c = 0; c < dp; c += 2 * kWidth) {
+            const bool two = c + 2 * kWidth <= dp;
+            f8 acc[4][2] = {};
             for (int64_t j = 0; j < tk; ++j) {
-                const float * vj = v + j * v_stride + c;
-                const f8 x = width == kWidth ? vec::load(vj) : vec::load_part(vj, width);
-                acc[0] += pr[0][j] * x;
-                acc[1] += pr[1][j] * x;
-                acc[2] += pr[2][j] * x;
-                acc[3] += pr[3][j] * x;
+                const float * vj = vt + j * dp + c;
+                const f8 x0 = vec::load(vj), x1 = two ? vec::load(vj + kWidth) : f8{};
+                for (int i = 0; i < 4; ++i) {
+                    acc[i][0] += pr[i][j] * x0;
+                    acc[i][1] += pr[i][j] * x1;
+                }
             }
             for (int64_t i = 0; i < nr; ++i) {
-                float * o = out + (r0 + i) * o_stride + c;
-                const f8 y = acc[i] * inv[r0 + i];
-                if (width == kWidth) {
-                    vec::store(o, y);
-                } else {
-                    vec::store_part(o, y, width);
-                }
+                float y[2 * kWidth];
+                vec::store(y, acc[i][0] * inv[r0 + i]);
+                vec::store(y + kWidth, acc[i][1] * inv[r0 + i]);
+                std::memcpy(out + (r0 + i) * o_stride + c, y, std::min<int64_t>(2 * kWidth, d - c) * sizeof(float));
             }
         }
     }
@@ -116,8 +132,9 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     custom_op::share(q->ne[2] * heads * blocks, ith, nth, i0, i1);
     if (i0 >= i1) return;
 
-    std::vector<float> kt(d * tkp, 0.0f), s(kRows * tkp), inv(kRows);
-    int64_t held = -1;  // the (image, head) whose keys kt holds
+    const int64_t dp = (d + kWidth - 1) / kWidth * kWidth;
+    std::vector<float> kt(d * tkp, 0.0f), vt(tk * dp, 0.0f), s(kRows * tkp), inv(kRows);
+    int64_t held = -1;  // the (image, head) whose keys and values kt and vt hold
     const auto * qd = static_cast<const float *>(q->data);
     const auto * kd = static_cast<const float *>(k->data);
     const auto * vd = static_cast<const float *>(v->data);
@@ -129,13 +146,14 @@ void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
             held = nh;
             for (int64_t j = 0; j < tk; ++j) {
                 const float * kj = kd + (n * tk + j) * c + h * d;
-                for (int64_t e = 0; e < d; ++e) kt[e * tkp + j] = kj[e];
+                float * block = kt.data() + (j / (2 * kWidth)) * d * 2 * kWidth + j % (2 * kWidth);
+                for (int64_t e = 0; e < d; ++e) block[e * 2 * kWidth] = kj[e];
+                std::memcpy(vt.data() + j * dp, vd + (n * tk + j) * c + h * d, d * sizeof(float));
             }
         }
         scores(qd + (n * tq + r0) * c + h * d, c, rows, kt.data(), d, tkp, p.scale, s.data());
         softmax_rows(s.data(), rows, tk, tkp, inv.data());
-        weighted_values(s.data(), rows, tk, tkp, vd + n * tk * c + h * d, c, d, inv.data(),
-                        od + (n * tq + r0) * c + h * d, c);
+        weighted_values(s.data(), rows, tk, tkp, vt.data(), dp, d, inv.data(), od + (n * tq + r0) * c + h * d, c);
     }
 }
 

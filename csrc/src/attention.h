@@ -3,10 +3,11 @@
 //
 // ggml's CPU flash attention walks the keys one at a time for every query
 // row. Here each thread takes blocks of 16 query rows of one head: the head's
-// keys are transposed once into [d, T_k] (so that 32 scores come from d
-// broadcast-FMAs), the scores are exponentiated in place (vec_math.h, max
-// subtracted) and the rows are multiplied with V four at a time. The T_q x T_k
-// scores of a block stay in the thread's buffer (16 x T_k floats).
+// keys are packed once into blocks of 16 keys x d (4 rows x 16 scores come from
+// d steps of 2 loads and 8 FMAs), the scores are exponentiated in place
+// (vec_math.h, max subtracted) and multiplied with the head's values, packed
+// [T_k, d], 4 rows x 16 columns at a time. A block's scores stay in the
+// thread's buffer (16 x T_k floats).
 //
 // CUTECPP_FUSED=0 uses ggml_flash_attn_ext instead (fused.h).
 #pragma once
