@@ -1,6 +1,7 @@
 """Decoder speed and memory at 512x512: cutecpp against diffusers/PyTorch, same random weights.
 
-    python tools/bench_decoders.py [--json] [--decoders cute-mini,tiny16,taesd,sd-vae] [--threads 2] [--runs 3]
+    python tools/bench_decoders.py [--json] [--decoders cute-mini,tiny16,taesd,sd-vae] [--threads 2]
+                                   [--runs 3] [--rounds 3]
 
   cute-mini  the product's decoder (TINY_AUTOENCODER in tools/cute_mini.py): AutoencoderTiny
              16x32x32 -> 512x512, 16 channels, one block per stage
@@ -9,8 +10,8 @@
   taesd      AutoencoderTiny with diffusers' defaults (TAESD): 4x64x64 -> 512x512
   sd-vae     AutoencoderKL with Stable Diffusion's config: 4x64x64 -> 512x512
 
-Method as tools/bench_unet.py (child process per engine and variant, median
-after a warm-up, ratios against PyTorch fp32 from the same run). Weights are
+Method as tools/bench_unet.py (child process per engine and variant, in turn
+for --rounds rounds, median after a warm-up, ratios against PyTorch fp32 from the same run). Weights are
 cached in ~/.cache/cutecpp/bench/decoders (a folder of their own: bench_unet.py's
 cute-mini is the UNet).
 """
@@ -101,4 +102,5 @@ def child(engine: str, name: str, variant: str, threads: int, runs: int) -> dict
 
 if __name__ == "__main__":
     benchlib.main(__file__, __doc__, "decoders", ",".join(DECODERS), "f32,f16", 3, prepare, child,
-                  lambda name, a: f"{name} decoder to 512x512 (batch 1, {a.threads} threads, median of {a.runs})")
+                  lambda name, a: f"{name} decoder to 512x512 (batch 1, {a.threads} threads, "
+                                  f"median of {a.runs} x {a.rounds} rounds)")

@@ -1,11 +1,12 @@
 """UNet speed and memory: cutecpp against diffusers/PyTorch on the same random weights.
 
     python tools/bench_unet.py [--json] [--shapes cute-mini,sd15] [--dtypes f32,f16,q8_0]
-                               [--threads 2] [--runs 5]
+                               [--threads 2] [--runs 5] [--rounds 3]
 
 Each engine and variant runs in its own subprocess (so peak RSS is its own),
-with the same thread count, batch 1, fixed inputs; the figure is the median
-of --runs evaluations after one warm-up. Ratios are PyTorch fp32 time /
+with the same thread count, batch 1, fixed inputs, --rounds times in turn
+(benchlib.py); the figure is the median of all its timed evaluations (--runs
+per round, each after one warm-up). Ratios are PyTorch fp32 time /
 cutecpp time and cutecpp RSS / PyTorch fp32 RSS, all from this one run: the
 machines are noisy, so compare only figures printed together.
 
@@ -104,4 +105,4 @@ def child(engine: str, shape: str, variant: str, threads: int, runs: int) -> dic
 
 if __name__ == "__main__":
     benchlib.main(__file__, __doc__, "shapes", "cute-mini,sd15", "f32,f16,q8_0", 5, prepare, child,
-                  lambda shape, a: f"{shape} (batch 1, {a.threads} threads, median of {a.runs})")
+                  lambda shape, a: f"{shape} (batch 1, {a.threads} threads, median of {a.runs} x {a.rounds} rounds)")

@@ -1,7 +1,11 @@
 """Shared by the benchmarks in tools/: timing, peak memory, child processes, reports.
 
 Each engine/variant runs in its own child process (so its peak RSS is its own);
-ratios are computed against a reference row measured in the same run.
+ratios are computed against a reference row measured in the same run. The
+children run in --rounds rounds, every variant once per round, so that the
+development VMs' slow and fast phases (minutes long) fall on all of them alike;
+a variant's figure is the median of all its timed runs, and ms_rounds keeps
+each round's median to show the spread.
 """
 
 from __future__ import annotations
@@ -44,6 +48,14 @@ def run_child(script: str, args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def combine(rounds: list[dict]) -> dict:
+    """One variant's rows from several rounds: the median of all timed runs, the peak of the peaks."""
+    times = [t for r in rounds for t in r["ms_all"]]
+    return {"engine": rounds[0]["engine"], "variant": rounds[0]["variant"], "ms": statistics.median(times),
+            "ms_rounds": [round(r["ms"], 2) for r in rounds], "ms_all": times,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds)}
+
+
 def add_ratios(results: list[dict]) -> None:
     """Speed and memory ratios against PyTorch fp32 and the fastest PyTorch variant."""
     base = next(r for r in results if r["engine"] == "torch" and r["variant"] == "fp32")
@@ -74,7 +86,8 @@ def main(script: str, doc: str, kind: str, names: str, dtypes: str, runs: int,
     parser.add_argument("--dtypes", default=dtypes)
     parser.add_argument("--torch-variants", default="fp32,channels_last,bf16")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--runs", type=int, default=runs, help="timed runs per variant and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all variants (interleaved)")
     parser.add_argument("--child", choices=["torch", "cutecpp"], help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -84,14 +97,15 @@ def main(script: str, doc: str, kind: str, names: str, dtypes: str, runs: int,
         print(json.dumps(child(args.child, selected, args.variant, args.threads, args.runs)))
         return
 
-    report = {"threads": args.threads, "runs": args.runs, kind: {}}
+    report = {"threads": args.threads, "runs": args.runs, "rounds": args.rounds, kind: {}}
     for name in selected.split(","):
         dtype_list = args.dtypes.split(",")
         prepare(name, dtype_list)
         common = [f"--{kind}", name, "--threads", str(args.threads), "--runs", str(args.runs)]
-        results = [run_child(script, ["--child", "torch", "--variant", v, *common])
-                   for v in args.torch_variants.split(",")]
-        results += [run_child(script, ["--child", "cutecpp", "--variant", d, *common]) for d in dtype_list]
+        variants = [("torch", v) for v in args.torch_variants.split(",")] + [("cutecpp", d) for d in dtype_list]
+        rounds = [[run_child(script, ["--child", engine, "--variant", v, *common]) for engine, v in variants]
+                  for _ in range(max(1, args.rounds))]
+        results = [combine([r[i] for r in rounds]) for i in range(len(variants))]
         add_ratios(results)
         report[kind][name] = results
         if not args.json:
