@@ -30,22 +30,10 @@ struct Params {
 using custom_op::intern;
 using custom_op::share;
 
-// The sum of (x[i] + d), and of (x[i] + d)^2, over n values: float vectors
+// The sum of (x[i] + d), or of (x[i] + d)^2, over n values: float vectors
 // over at most 512 values at a time, carried in double.
-double sum(const float * x, int64_t n, float d) {
-    double total = 0.0;
-    for (int64_t i0 = 0; i0 < n; i0 += 512) {
-        const int64_t i1 = std::min<int64_t>(n, i0 + 512);
-        f8 acc = {};
-        int64_t i = i0;
-        for (; i + kWidth <= i1; i += kWidth) acc += vec::load(x + i) + d;
-        for (; i < i1; ++i) acc[0] += x[i] + d;
-        total += vec::sum(acc);
-    }
-    return total;
-}
-
-double sum_squares(const float * x, int64_t n, float d) {
+template <bool kSquares>
+double chunked_sum(const float * x, int64_t n, float d) {
     double total = 0.0;
     for (int64_t i0 = 0; i0 < n; i0 += 512) {
         const int64_t i1 = std::min<int64_t>(n, i0 + 512);
@@ -53,13 +41,15 @@ double sum_squares(const float * x, int64_t n, float d) {
         int64_t i = i0;
         for (; i + kWidth <= i1; i += kWidth) {
             const f8 v = vec::load(x + i) + d;
-            acc += v * v;
+            acc += kSquares ? v * v : v;
         }
-        for (; i < i1; ++i) acc[0] += (x[i] + d) * (x[i] + d);
+        for (; i < i1; ++i) acc[0] += kSquares ? (x[i] + d) * (x[i] + d) : x[i] + d;
         total += vec::sum(acc);
     }
     return total;
 }
+double sum(const float * x, int64_t n, float d) { return chunked_sum<false>(x, n, d); }
+double sum_squares(const float * x, int64_t n, float d) { return chunked_sum<true>(x, n, d); }
 
 // y = x * a + b (with a, b scalars or [n] vectors), then SiLU if asked.
 template <bool kSilu>
