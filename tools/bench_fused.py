@@ -5,6 +5,8 @@
 Two contexts on the same model: one built with cutecpp's kernels (the default:
 fused GroupNorm/LayerNorm/GEGLU, attention, linear and 1x1 conv ops), one
 with CUTECPP_FUSED=0 (ggml's group_norm, mul_mat, flash attention, im2col ...).
+The convolutions are the same in both (direct_conv.h, and winograd.h, whose
+products run in gemm.h where its kernels are f32 / f16: they are made per model).
 Their evaluations alternate, so a slow phase of the machine falls on both;
 prints the median ms of each, the speed-up, and the largest difference between
 their outputs (relative to the output's scale). Default model: the shipped one,

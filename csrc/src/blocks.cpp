@@ -45,10 +45,12 @@ bool env_on(const char * name) {
     return v == nullptr || v[0] != '0';
 }
 
-// 3x3 stride-1 pad-1 convolutions with IC * OC <= 128 * 128 go to the direct
-// kernel (direct_conv.h), larger ones to Winograd (im2col where neither takes
-// the kernel). Measured on the 2-core AVX2 development machine: one conv as a
-// ggml graph, 2 threads, ms direct / Winograd (Winograd's ggml mul_mat ran in a
+// 3x3 stride-1 pad-1 convolutions with IC * OC <= 64 * 64, or <= 128 * 128 on
+// images of 128 x 128 pixels or more or with a quantized Winograd U (below), go
+// to the direct kernel (direct_conv.h),
+// the others to Winograd (im2col where neither takes the kernel). Measured on
+// the 2-core AVX2 development machine when Winograd's products still ran in
+// ggml's mul_mat: one conv as a ggml graph, 2 threads, ms direct / Winograd (a
 // fast or a ~2x slower phase from run to run; the direct kernel's times held):
 //   IC x OC    image    direct  Winograd fast / slow
 //   16 x 16    512^2      8.0      47
@@ -62,16 +64,26 @@ bool env_on(const char * name) {
 //   256 x 256    8^2      0.66     0.34 / 0.69
 //   256 x 256   32^2      5.8      4.9 / 10.1
 //   384 x 128   16^2      1.12     0.97 / 2.04
-// Direct wins up to 128 x 128 at every size; beyond, Winograd in its fast
-// phase. Whole networks, limits compared in one run: cute-mini UNet (64/128/256
-// channels at 32/16/8 px) 42.1 ms with Winograd only, 40.0 with this limit (and
-// with 128 x 256), 42.1 with 256 x 256; the SD VAE decoder 3-7 % faster than
-// with a 64 x 64 limit; TAESD (64 channels) ~2x faster than with Winograd.
-constexpr int64_t kDirectMaxChannelProduct = 128 * 128;
+// Then a 128 x 128 limit at every size was best; the SD VAE decoder ran 3-7 %
+// faster with it than with 64 x 64, TAESD (64 channels) ~2x faster than with
+// Winograd. With Winograd's products in gemm.h, whole UNets in one process
+// (tools/bench_fused.py's method, limits alternating, medians of 15 / 8): the
+// shipped cute-mini (32/64/128 channels at 32/16/8 px, batch 2) 31.6 ms with
+// the 128 x 128 limit, 28.3 with 64 x 64 (28.4-28.8 with 32 x 64 or 64 x 128,
+// 29.4 with Winograd only); the 64/128/256 shape 53.2 vs 50.2 ms. Where U is
+// quantized (q8_0 / q4_0 bundles) Winograd still runs in ggml's mul_mat, and
+// the earlier 128 x 128 limit holds (it also keeps those convolutions exact:
+// with a q4_0 U the "sd1" test UNet's error went from 3e-2 to 1.2e-1).
+constexpr int64_t kDirectMaxChannelProduct = 64 * 64;
+constexpr int64_t kDirectMaxChannelProductSlow = 128 * 128;  // large images, or a quantized Winograd U
+constexpr int64_t kLargeImage = 128 * 128;
 
-bool use_direct(const ggml_tensor * kernel) {
+bool use_direct(const cutecpp_model & model, const ggml_tensor * kernel, int64_t pixels) {
+    const int64_t product = kernel->ne[2] * kernel->ne[3];
+    const int u = model.winograd_type(kernel);
+    const bool slow_winograd = pixels >= kLargeImage || (u != GGML_TYPE_F32 && u != GGML_TYPE_F16);
     return env_on("CUTECPP_WINOGRAD") && env_on("CUTECPP_DIRECT_CONV") &&
-           kernel->ne[2] * kernel->ne[3] <= kDirectMaxChannelProduct;
+           (product <= kDirectMaxChannelProduct || (product <= kDirectMaxChannelProductSlow && slow_winograd));
 }
 
 }  // namespace
@@ -88,7 +100,7 @@ ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride,
 ggml_tensor * Blocks::conv3x3(ggml_tensor * x, const std::string & p, const ConvFuse & fuse, bool bias) const {
     const std::string name = p + ".weight";
     ggml_tensor * b = bias ? weight(p + ".bias") : nullptr;
-    if (use_direct(weight(name))) {
+    if (use_direct(model, weight(name), x->ne[0] * x->ne[1] * fuse.upsample * fuse.upsample)) {
         if (ggml_tensor * k = model.direct_kernel(name)) {
             return direct_conv::conv2d(ctx, x, k, weight(name)->ne[3], b, {fuse.upsample, fuse.residual, fuse.relu});
         }

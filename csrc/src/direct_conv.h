@@ -1,5 +1,5 @@
 // Direct 3x3 stride-1 pad-1 convolution as one ggml custom op, for the
-// convolutions with few channels (blocks.cpp: IC * OC <= 128 * 128).
+// convolutions with few channels (blocks.cpp says which: 64 x 64 or fewer, 128 x 128 on large images).
 //
 // There a convolution is too small a GEMM for ggml's mul_mat (the Winograd
 // path's 16 batched [OC x IC] x [IC x tiles] products run at ~7 GFLOP/s with

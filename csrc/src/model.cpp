@@ -129,6 +129,10 @@ ggml_tensor * cutecpp_model::direct_kernel(const std::string & name) const { ret
 
 ggml_tensor * cutecpp_model::panel_weight(const std::string & name) const { return transformed(name, Kind::panels); }
 
+int cutecpp_model::winograd_type(const ggml_tensor * kernel) const {
+    return winograd::transformed_type(kernel, winograd_quantized_);
+}
+
 ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) const {
     static const char * const kPrefix[] = {"winograd:", "direct:", "panels:"};
     const auto it = tensors.find(name);

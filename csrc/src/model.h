@@ -26,6 +26,8 @@ struct cutecpp_model {
     ggml_tensor * direct_kernel(const std::string & name) const;
     // The same for a Linear's (or 1x1 conv's) weight packed into panels (gemm.h).
     ggml_tensor * panel_weight(const std::string & name) const;
+    // The type winograd_kernel gives this kernel (before making it).
+    int winograd_type(const ggml_tensor * kernel) const;
 
     cutecpp::GGUFFile file;
     cutecpp::BundleConfig config;
