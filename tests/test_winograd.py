@@ -55,6 +55,7 @@ def tiny_decoder_with_one_conv(ic_oc: int, kernel: np.ndarray, bias: np.ndarray)
     (2, 16, 32, 8, 8, False),   # batch
     (1, 3, 5, 1, 1, False),     # a single pixel
     (1, 8, 16, 9, 12, True),    # f16 kernel
+    (1, 24, 20, 16, 14, True),  # gemm.h: a full and a partial 16-output panel, 56 tiles (two row chunks)
 ])
 def test_conv_matches_torch(tmp_path, n, ic, oc, h, w, f16):
     rng = np.random.default_rng(0)
