@@ -88,9 +88,13 @@ def tiny_decoder(tmp_path, channels: int, stages: int, blocks: int, factor: int 
     return vae, b.write(tmp_path / f"tiny-{channels}-{stages}-{blocks}-{factor}.gguf")
 
 
+@pytest.mark.parametrize("path_switch", [None, "CUTECPP_DIRECT_CONV"])
 @pytest.mark.parametrize("channels, factor", [(1, 2), (3, 2), (8, 3), (16, 2), (24, 2), (32, 2)])
-def test_fused_relu_residual_upsample_match_diffusers(tmp_path, channels, factor):
-    """Blocks (conv, ReLU, conv, ReLU, conv + skip, ReLU) and Upsample -> conv, layer by layer."""
+def test_fused_relu_residual_upsample_match_diffusers(tmp_path, monkeypatch, channels, factor, path_switch):
+    """Blocks (conv, ReLU, conv, ReLU, conv + skip, ReLU) and Upsample -> conv, layer by layer; on the
+    direct kernel and (CUTECPP_DIRECT_CONV=0) on Winograd, which reads the upsampled input on the fly too."""
+    if path_switch:
+        monkeypatch.setenv(path_switch, "0")
     vae, path = tiny_decoder(tmp_path, channels, stages=3, blocks=1, factor=factor)
     ctx = cutecpp.Context(cutecpp.Model.load(path), threads=2)
     ctx.set_trace(True)

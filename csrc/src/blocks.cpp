@@ -105,9 +105,13 @@ ggml_tensor * Blocks::conv3x3(ggml_tensor * x, const std::string & p, const Conv
             return direct_conv::conv2d(ctx, x, k, weight(name)->ne[3], b, {fuse.upsample, fuse.residual, fuse.relu});
         }
     }
-    if (fuse.upsample != 1) x = upsample_nearest(x, fuse.upsample);
     ggml_tensor * u = env_on("CUTECPP_WINOGRAD") ? model.winograd_kernel(name) : nullptr;
-    x = u ? winograd::conv2d(ctx, x, u, weight(name)->ne[3], b) : im2col_conv2d(x, p, 1, 1, bias);
+    if (u && winograd::supports_upsample(fuse.upsample)) {
+        x = winograd::conv2d(ctx, x, u, weight(name)->ne[3], b, fuse.upsample);
+    } else {
+        if (fuse.upsample != 1) x = upsample_nearest(x, fuse.upsample);
+        x = u ? winograd::conv2d(ctx, x, u, weight(name)->ne[3], b) : im2col_conv2d(x, p, 1, 1, bias);
+    }
     if (fuse.residual) x = ggml_add(ctx, x, fuse.residual);
     return fuse.relu ? ggml_relu(ctx, x) : x;
 }

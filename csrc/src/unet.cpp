@@ -83,8 +83,7 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
             if (attn) x = nn.transformer2d(x, in.context, b + ".attentions." + js, heads, groups);
         }
         if (i + 1 < levels) {
-            x = nn.upsample_nearest(x, 2);
-            x = nn.conv2d(x, b + ".upsamplers.0.conv");
+            x = nn.conv3x3(x, b + ".upsamplers.0.conv", {2, nullptr, false});  // nearest x2, then the conv
         }
         mark(x, b);
     }

@@ -103,7 +103,7 @@ ggml_tensor * build_vae_decoder(ggml_context * ctx, const cutecpp_model & model,
         }
         void resnet(const std::string & p, int64_t, int64_t) { x = nn.resnet_plain(x, at(p), groups, kEps); }
         void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kEps); }
-        void upsample(const std::string & p, int64_t) { x = nn.conv2d(nn.upsample_nearest(x, 2), at(p) + ".conv"); }
+        void upsample(const std::string & p, int64_t) { x = nn.conv3x3(x, at(p) + ".conv", {2, nullptr, false}); }
         void norm_act(const std::string & p, int64_t) { x = nn.group_norm(x, at(p), groups, kEps, true); }
         void end(const std::string & p) {
             ggml_set_name(x, at(p).c_str());

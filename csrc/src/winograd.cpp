@@ -38,10 +38,16 @@ struct RowBlocks {
     }
 };
 
-// dst V [IC, T, 16]; src x [W, H, IC, N]. Tiles t = (n * th + ty) * tw + tx.
-void input_transform(ggml_tensor * dst, int ith, int nth, void *) {
+// Nearest-neighbour upsampling factors the input transform reads on the fly (its userdata).
+constexpr int kMaxUpsample = 8;
+constexpr int kFactors[kMaxUpsample + 1] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+
+// dst V [IC, T, 16]; src x [W / f, H / f, IC, N] read as its f-fold nearest
+// upsampling [W, H, IC, N]. Tiles t = (n * th + ty) * tw + tx.
+void input_transform(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * x = dst->src[0];
-    const int64_t w = x->ne[0], h = x->ne[1], ic = x->ne[2];
+    const int64_t f = *static_cast<const int *>(userdata);
+    const int64_t w = x->ne[0] * f, h = x->ne[1] * f, ic = x->ne[2];
     const int64_t tw = (w + 1) / 2, th = (h + 1) / 2;
     const int64_t span = 2 * tw + 2;  // input columns -1 .. 2*tw
     const RowBlocks work(x->ne[3], th, ic);
@@ -58,9 +64,11 @@ void input_transform(ggml_tensor * dst, int ith, int nth, void *) {
             for (int i = 0; i < 4; ++i) {
                 const int64_t yy = 2 * ty - 1 + i;
                 if (yy < 0 || yy >= h) continue;
-                const char * src = plane + yy * x->nb[1];
+                const char * src = plane + (yy / f) * x->nb[1];
                 float * row = rows.data() + (i * span + 1) * kLanes + l;
-                for (int64_t xx = 0; xx < w; ++xx) row[xx * kLanes] = *reinterpret_cast<const float *>(src + xx * x->nb[0]);
+                for (int64_t xx = 0; xx < w; ++xx) {
+                    row[xx * kLanes] = *reinterpret_cast<const float *>(src + (xx / f) * x->nb[0]);
+                }
             }
         }
         for (int64_t tx = 0; tx < tw; ++tx) {
@@ -224,12 +232,16 @@ void transform_kernel(const ggml_tensor * k, int type, void * dst) {
     }
 }
 
-ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, int64_t oc, ggml_tensor * bias) {
-    const int64_t w = x->ne[0], h = x->ne[1], n = x->ne[3];
+bool supports_upsample(int factor) { return factor >= 1 && factor <= kMaxUpsample; }
+
+ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, int64_t oc, ggml_tensor * bias,
+                     int upsample) {
+    GGML_ASSERT(supports_upsample(upsample));
+    const int64_t w = x->ne[0] * upsample, h = x->ne[1] * upsample, n = x->ne[3];
     const int64_t tiles = ((w + 1) / 2) * ((h + 1) / 2) * n;
     ggml_tensor * in_args[] = {x};
     ggml_tensor * v = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[2], tiles, kTile, 1, in_args, 1, input_transform,
-                                     GGML_N_TASKS_MAX, nullptr);
+                                     GGML_N_TASKS_MAX, const_cast<int *>(&kFactors[upsample]));
     ggml_set_name(v, "winograd input");
     ggml_tensor * m = panels(u->type) ? gemm::linear(ctx, v, u, oc, nullptr) : ggml_mul_mat(ctx, u, v);  // [OC, tiles, 16]
     ggml_tensor * out_args[] = {m, bias};

@@ -36,9 +36,12 @@ size_t transformed_bytes(const ggml_tensor * kernel, int type);
 // Writes U in `type` and transformed_shape's layout to out.
 void transform_kernel(const ggml_tensor * kernel, int type, void * out);
 
-// x [W, H, IC, N], u from transform_kernel, bias [OC] or NULL -> [W, H, OC, N]:
-// conv2d with stride 1 and padding 1. The 16 products run in gemm.h (f32 / f16
-// U) or ggml_mul_mat (quantized U).
-ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, int64_t oc, ggml_tensor * bias);
+// x [W, H, IC, N], u from transform_kernel, bias [OC] or NULL -> [W f, H f, OC, N]:
+// conv2d with stride 1 and padding 1 of x upsampled f times by nearest
+// neighbour (read on the fly; f = upsample, supports_upsample). The 16
+// products run in gemm.h (f32 / f16 U) or ggml_mul_mat (quantized U).
+bool supports_upsample(int factor);
+ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, int64_t oc, ggml_tensor * bias,
+                     int upsample = 1);
 
 }  // namespace cutecpp::winograd
