@@ -20,7 +20,6 @@ float kernel_value(const ggml_tensor * k, int64_t i) {
                                     : static_cast<const float *>(k->data)[i];
 }
 
-
 // Both transforms work on a row of tiles for a block of kLanes channels at a
 // time: rows are read (or written) contiguously per channel, the arithmetic
 // runs on kLanes channels at once (the loops over `l` vectorise), and the

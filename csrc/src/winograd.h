@@ -4,16 +4,17 @@
 //
 //   U = G g G^T      per kernel, once at model load        [16, OC, IC]
 //   V = B^T d B      per 4x4 input tile (custom op)         [16, tiles, IC]
-//   M = U V          16 batched GEMMs (ggml_mul_mat)        [16, tiles, OC]
+//   M = U V          16 batched GEMMs (gemm.h / ggml_mul_mat) [16, tiles, OC]
 //   Y = A^T M A + b  per tile (custom op)                   [N, OC, H, W]
 //
 // V and M are f32. U keeps the bundle's precision: f32 kernels give an
 // f32 U (matches direct convolution to ~1e-6 relative), f16 kernels an f16 U,
-// and a quantized bundle (whose 3x3 kernels stay f16 in the file: their rows
-// are 3 wide, not a multiple of the 32-value blocks) a q8_0 / q4_0 U, whose
-// rows are IC wide. ggml's mul_mat then converts V rows to the matching dot
-// type. For SD 1.5's UNet (541M 3x3 weights) U is 3.8 GB in f32, 1.9 GB in
-// f16, 1.0 GB in q8_0 and 0.5 GB in q4_0.
+// both packed as gemm.h panels (V stays f32 in the product); a quantized
+// bundle (whose 3x3 kernels stay f16 in the file: their rows are 3 wide, not
+// a multiple of the 32-value blocks) gives a q8_0 / q4_0 U with rows IC wide,
+// for ggml's mul_mat, which converts V rows to the matching dot type. For SD
+// 1.5's UNet (541M 3x3 weights) U is 3.8 GB in f32, 1.9 GB in f16, 1.0 GB in
+// q8_0 and 0.5 GB in q4_0.
 #pragma once
 
 #include <cstddef>
