@@ -50,11 +50,15 @@ def main() -> None:
     context = rng.standard_normal((args.batch, args.tokens, unet["cross_attention_dim"])).astype(np.float32)
 
     contexts, outputs = {}, {}
+    before = os.environ.get("CUTECPP_FUSED")
     for name, fused in (("cutecpp kernels", "1"), ("ggml ops", "0")):
         os.environ["CUTECPP_FUSED"] = fused  # read when the context plans its graph: the first call
         contexts[name] = cutecpp.Context(model, threads=args.threads)
         outputs[name] = contexts[name].unet(sample, timesteps, context)
-    os.environ.pop("CUTECPP_FUSED")
+    if before is None:
+        os.environ.pop("CUTECPP_FUSED")
+    else:
+        os.environ["CUTECPP_FUSED"] = before
     times = {name: [] for name in contexts}
     for _ in range(args.runs):
         for name, ctx in contexts.items():
@@ -62,11 +66,12 @@ def main() -> None:
             ctx.unet(sample, timesteps, context)
             times[name].append((time.perf_counter() - start) * 1000.0)
 
-    ours, ggml = (statistics.median(times[n]) for n in contexts)
+    ms = {n: statistics.median(t) for n, t in times.items()}
+    ours, ggml = ms.values()
     a, b = outputs.values()
     report = {
         "model": path, "batch": args.batch, "side": side, "threads": args.threads, "runs": args.runs,
-        "ms": {n: round(statistics.median(t), 2) for n, t in times.items()},
+        "ms": {n: round(m, 2) for n, m in ms.items()},
         "speedup": ggml / ours,
         "max_rel_difference": float(np.abs(a - b).max() / np.abs(b).max()),
     }

@@ -90,9 +90,11 @@ bool use_direct(const cutecpp_model & model, const ggml_tensor * kernel, int64_t
 
 ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride, int pad, bool bias) const {
     if (stride == 1 && pad == 1) return conv3x3(x, p, {}, bias);
-    if (stride == 1 && pad == 0) {
-        ggml_tensor * b = bias ? weight(p + ".bias") : nullptr;
-        if (ggml_tensor * y = pointwise_conv::conv2d(ctx, x, weight(p + ".weight"), b)) return y;
+    if (stride == 1 && pad == 0 && fused::enabled()) {
+        if (ggml_tensor * k = model.pointwise_kernel(p + ".weight")) {
+            ggml_tensor * b = bias ? weight(p + ".bias") : nullptr;
+            if (ggml_tensor * y = pointwise_conv::conv2d(ctx, x, k, weight(p + ".weight")->ne[3], b)) return y;
+        }
     }
     return im2col_conv2d(x, p, stride, pad, bias);
 }
@@ -129,8 +131,8 @@ ggml_tensor * Blocks::im2col_conv2d(ggml_tensor * x, const std::string & p, int 
 }
 
 ggml_tensor * Blocks::group_norm(ggml_tensor * x, const std::string & p, int groups, float eps, bool silu,
-                                 ggml_tensor * shift) const {
-    return fused::group_norm(ctx, x, groups, eps, weight(p + ".weight"), weight(p + ".bias"), shift, silu);
+                                 ggml_tensor * shift, bool tokens) const {
+    return fused::group_norm(ctx, x, groups, eps, weight(p + ".weight"), weight(p + ".bias"), shift, silu, tokens);
 }
 
 ggml_tensor * Blocks::layer_norm(ggml_tensor * x, const std::string & p, float eps) const {
@@ -176,16 +178,15 @@ ggml_tensor * Blocks::transformer2d(ggml_tensor * x, ggml_tensor * context, cons
     // GroupNorm, written as tokens [C, W*H, N] (token index = h*W + w, as
     // diffusers; eps fixed there). A 1x1-conv projection is applied as a Linear
     // on the tokens: same result, no im2col.
-    x = fused::group_norm(ctx, x, groups, 1e-6f, weight(p + ".norm.weight"), weight(p + ".norm.bias"), nullptr, false,
-                          true);
+    x = group_norm(x, p + ".norm", groups, 1e-6f, false, nullptr, true);
     x = linear(x, p + ".proj_in");
 
     const std::string b = p + ".tb.0";
     ggml_tensor * normed = layer_norm(x, b + ".norm1", 1e-5f);
     x = ggml_add(ctx, x, attention(normed, normed, b + ".attn1", heads));
     x = ggml_add(ctx, x, attention(layer_norm(x, b + ".norm2", 1e-5f), context, b + ".attn2", heads));
-    ggml_tensor * ff = linear(layer_norm(x, b + ".norm3", 1e-5f), b + ".ff.net.0.proj", false);
-    ff = fused::geglu(ctx, ff, weight(b + ".ff.net.0.proj.bias"));  // first half * gelu(second half)
+    ggml_tensor * ff = linear(layer_norm(x, b + ".norm3", 1e-5f), b + ".ff.net.0.proj");
+    ff = fused::geglu(ctx, ff);  // first half * gelu(second half)
     x = ggml_add(ctx, x, linear(ff, b + ".ff.net.2"));
 
     return fused::image_add(ctx, linear(x, p + ".proj_out"), residual);  // tokens back to [W, H, C, N]
@@ -220,8 +221,7 @@ ggml_tensor * Blocks::resnet_plain(ggml_tensor * x, const std::string & p, int g
 
 ggml_tensor * Blocks::vae_attention(ggml_tensor * x, const std::string & p, int groups, float eps) const {
     // GroupNorm as tokens [C, W*H, N] (token index = h*W + w, as diffusers' view).
-    ggml_tensor * t = fused::group_norm(ctx, x, groups, eps, weight(p + ".group_norm.weight"),
-                                        weight(p + ".group_norm.bias"), nullptr, false, true);
+    ggml_tensor * t = group_norm(x, p + ".group_norm", groups, eps, false, nullptr, true);
     ggml_tensor * o = attend(linear(t, p + ".to_q"), linear(t, p + ".to_k"), linear(t, p + ".to_v"), 1);
     return fused::image_add(ctx, linear(o, p + ".to_out.0"), x);  // [C, T_q, N] back to the image, + x
 }

@@ -32,9 +32,10 @@ struct Blocks {
     // im2col and one matmul: any kernel size, stride and padding (conv2d's fallback).
     ggml_tensor * im2col_conv2d(ggml_tensor * x, const std::string & p, int stride, int pad, bool bias) const;
     // act(GroupNorm(x + shift)) with the affine weights: shift [C, N] or NULL,
-    // act SiLU or none. One fused op (fused.h).
+    // act SiLU or none; tokens writes [C, W*H, N] for a transformer. One fused
+    // op (fused.h).
     ggml_tensor * group_norm(ggml_tensor * x, const std::string & p, int groups, float eps, bool silu = false,
-                             ggml_tensor * shift = nullptr) const;
+                             ggml_tensor * shift = nullptr, bool tokens = false) const;
     ggml_tensor * layer_norm(ggml_tensor * x, const std::string & p, float eps) const;
 
     // diffusers ResnetBlock2D (GroupNorm, SiLU, 3x3 convs, time embedding

@@ -132,11 +132,9 @@ void layer_norm_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     }
 }
 
-// dst [F, ...]; src x [2F, ...], bias [2F] (optional).
+// dst [F, ...]; src x [2F, ...].
 void geglu_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x = dst->src[0];
-    const float * bias = dst->src[1] ? static_cast<const float *>(dst->src[1]->data) : nullptr;
-    static const float kZeros[kWidth] = {};
     const int64_t f = dst->ne[0];
     int64_t r0, r1;
     share(ggml_nrows(dst), ith, nth, r0, r1);
@@ -145,14 +143,10 @@ void geglu_op(ggml_tensor * dst, int ith, int nth, void *) {
         const float * g = h + f;
         float * out = static_cast<float *>(dst->data) + r * f;
         int64_t i = 0;
-        for (; i + kWidth <= f; i += kWidth) {
-            const f8 bh = vec::load(bias ? bias + i : kZeros), bg = vec::load(bias ? bias + f + i : kZeros);
-            vec::store(out + i, (vec::load(h + i) + bh) * vec::gelu(vec::load(g + i) + bg));
-        }
+        for (; i + kWidth <= f; i += kWidth) vec::store(out + i, vec::load(h + i) * vec::gelu(vec::load(g + i)));
         if (i < f) {
             const int n = static_cast<int>(f - i);
-            const f8 bh = bias ? vec::load_part(bias + i, n) : f8{}, bg = bias ? vec::load_part(bias + f + i, n) : f8{};
-            vec::store_part(out + i, (vec::load_part(h + i, n) + bh) * vec::gelu(vec::load_part(g + i, n) + bg), n);
+            vec::store_part(out + i, vec::load_part(h + i, n) * vec::gelu(vec::load_part(g + i, n)), n);
         }
     }
 }
@@ -230,15 +224,12 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, float eps, ggml_te
     return y;
 }
 
-ggml_tensor * geglu(ggml_context * ctx, ggml_tensor * x, ggml_tensor * bias) {
+ggml_tensor * geglu(ggml_context * ctx, ggml_tensor * x) {
     const int64_t two_f = x->ne[0];
-    if (!(enabled() && x->type == GGML_TYPE_F32 && two_f % 2 == 0 && (!bias || is_f32_vector(bias, two_f)))) {
-        if (bias) x = ggml_add(ctx, x, bias);
-        return ggml_geglu_erf_swapped(ctx, x);
-    }
-    ggml_tensor * args[2] = {contiguous(ctx, x), bias};
-    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, two_f / 2, x->ne[1], x->ne[2], x->ne[3], args, bias ? 2 : 1,
-                                     geglu_op, GGML_N_TASKS_MAX, nullptr);
+    if (!(enabled() && x->type == GGML_TYPE_F32 && two_f % 2 == 0)) return ggml_geglu_erf_swapped(ctx, x);
+    ggml_tensor * args[1] = {contiguous(ctx, x)};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, two_f / 2, x->ne[1], x->ne[2], x->ne[3], args, 1, geglu_op,
+                                     GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(y, "geglu");
     return y;
 }

@@ -30,8 +30,8 @@ ggml_tensor * image_add(ggml_context * ctx, ggml_tensor * x, ggml_tensor * resid
 // x [C, ...] f32 -> LayerNorm over C * weight + bias (both [C] f32).
 ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, float eps, ggml_tensor * weight, ggml_tensor * bias);
 
-// x [2F, ...] f32 (+ bias [2F] or NULL) -> [F, ...]: first half * GELU(second half),
-// diffusers' GEGLU with the exact (erf) GELU.
-ggml_tensor * geglu(ggml_context * ctx, ggml_tensor * x, ggml_tensor * bias);
+// x [2F, ...] f32 -> [F, ...]: first half * GELU(second half), diffusers' GEGLU
+// with the exact (erf) GELU.
+ggml_tensor * geglu(ggml_context * ctx, ggml_tensor * x);
 
 }  // namespace cutecpp::fused

@@ -4,6 +4,7 @@
 #include "error.h"
 #include "gemm.h"
 #include "json.h"
+#include "pointwise_conv.h"
 #include "winograd.h"
 
 #include "ggml.h"
@@ -129,18 +130,23 @@ ggml_tensor * cutecpp_model::direct_kernel(const std::string & name) const { ret
 
 ggml_tensor * cutecpp_model::panel_weight(const std::string & name) const { return transformed(name, Kind::panels); }
 
+ggml_tensor * cutecpp_model::pointwise_kernel(const std::string & name) const {
+    return transformed(name, Kind::pointwise);
+}
+
 int cutecpp_model::winograd_type(const ggml_tensor * kernel) const {
     return winograd::transformed_type(kernel, winograd_quantized_);
 }
 
 ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) const {
-    static const char * const kPrefix[] = {"winograd:", "direct:", "panels:"};
+    static const char * const kPrefix[] = {"winograd:", "direct:", "panels:", "pointwise:"};
     const auto it = tensors.find(name);
     if (it == tensors.end()) return nullptr;
     const ggml_tensor * k = it->second;
     const bool supported = kind == Kind::winograd ? winograd::supports_kernel(k)
                            : kind == Kind::direct ? direct_conv::supports_kernel(k)
-                                                  : gemm::supports_weight(k);
+                           : kind == Kind::panels ? gemm::supports_weight(k)
+                                                  : pointwise_conv::supports_kernel(k);
     if (!supported) return nullptr;
     std::lock_guard<std::mutex> lock(transformed_mutex_);
     Transformed & t = transformed_[kPrefix[static_cast<int>(kind)] + name];
@@ -151,6 +157,10 @@ ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) co
             direct_conv::arranged_shape(k, ne);
             t.data.resize(ne[0] * ne[1] * ne[2] * ne[3]);
             direct_conv::arrange_kernel(k, t.data.data());
+        } else if (kind == Kind::pointwise) {
+            pointwise_conv::arranged_shape(k, ne);
+            t.data.resize(ne[0] * ne[1] * ne[2] * ne[3]);
+            pointwise_conv::arrange_kernel(k, t.data.data());
         } else if (kind == Kind::panels) {
             gemm::panel_shape(k, ne);
             type = k->type;

@@ -26,6 +26,8 @@ struct cutecpp_model {
     ggml_tensor * direct_kernel(const std::string & name) const;
     // The same for a Linear's (or 1x1 conv's) weight packed into panels (gemm.h).
     ggml_tensor * panel_weight(const std::string & name) const;
+    // The same for a 1x1 conv's arrangement (pointwise_conv.h).
+    ggml_tensor * pointwise_kernel(const std::string & name) const;
     // The type winograd_kernel gives this kernel (before making it).
     int winograd_type(const ggml_tensor * kernel) const;
 
@@ -39,8 +41,8 @@ private:
         ggml_context * ctx = nullptr;  // holds the tensor's metadata
         std::vector<float> data;
     };
-    enum class Kind { winograd, direct, panels };
-    // winograd_kernel, direct_kernel or panel_weight; kept by kind and name.
+    enum class Kind { winograd, direct, panels, pointwise };
+    // winograd_kernel, direct_kernel, panel_weight or pointwise_kernel; kept by kind and name.
     ggml_tensor * transformed(const std::string & name, Kind kind) const;
     int winograd_quantized_ = -1;  // a ggml_type (Q8_0 / Q4_0), or -1 for none
     mutable std::mutex transformed_mutex_;
