@@ -1,7 +1,8 @@
 """Converts diffusers model folders into one cutecpp bundle (docs/bundle-format.md).
 
 A UNet2DConditionModel folder becomes the `unet` component, an AutoencoderTiny folder the
-`tiny_decoder` and an AutoencoderKL folder the `vae_decoder` (the decoder halves only); a
+`tiny_decoder` and an AutoencoderKL folder the `vae_decoder` (the decoder halves; with
+`encoders=True` also their encoder halves, `tiny_encoder` and `vae_encoder`, for img2img); a
 folder written by tools/alignment_ref.py's `Alignment.save_pretrained` (the same layout:
 config.json + diffusion_pytorch_model.safetensors) becomes the `alignment` component.
 
@@ -350,6 +351,66 @@ def vae_decoder_keys(config: dict[str, Any]) -> KeyValues:
         p + "norm_num_groups": (U32, _u32("norm_num_groups", s["norm_num_groups"]), None),
         p + "act_fn": (STR, "silu", None),
         p + "mid_block_add_attention": (BOOL, _bool("mid_block_add_attention", s["mid_block_add_attention"]), None),
+        **_scaling_keys(p, s),
+    }
+
+
+# The encoder halves (convert(encoders=True)): the C++ encoders implement the default activations.
+TINY_ENCODER_FIXED = {"act_fn"}
+VAE_ENCODER_FIXED = {"act_fn"}
+VAE_DOWN_BLOCK = "DownEncoderBlock2D"
+
+
+def tiny_encoder_keys(config: dict[str, Any]) -> KeyValues:
+    """The cutecpp.tiny_encoder.* keys for a diffusers AutoencoderTiny config.json dict (the encoder half).
+
+    The latent scaling is the decoder's (the same config's scaling_factor, shift_factor and
+    per-channel statistics): the encoder applies its inverse, so that its latents are the UNet's.
+    """
+    s = _settings(config, "AutoencoderTiny", {**TINY_DEFAULTS, **LATENT_STATS}, TINY_ENCODER_FIXED, TINY_ALSO_KNOWN)
+    channels = _u32_list("encoder_block_out_channels", s["encoder_block_out_channels"])
+    blocks = _u32_list("num_encoder_blocks", s["num_encoder_blocks"])
+    if len(blocks) != len(channels):
+        raise ConvertError(f"num_encoder_blocks = {s['num_encoder_blocks']!r}: needs one entry per "
+                           f"encoder_block_out_channels entry ({len(channels)})")
+    if any(c != channels[0] for c in channels):
+        raise ConvertError(f"encoder_block_out_channels = {s['encoder_block_out_channels']!r}: cutecpp (like "
+                           "diffusers' EncoderTiny at run time) needs one channel count repeated")
+    p = "cutecpp.tiny_encoder."
+    return {
+        p + "in_channels": (U32, _u32("in_channels", s["in_channels"]), None),
+        p + "latent_channels": (U32, _u32("latent_channels", s["latent_channels"]), None),
+        p + "block_out_channels": (ARR, channels, U32),
+        p + "num_blocks": (ARR, blocks, U32),
+        p + "act_fn": (STR, s["act_fn"], None),
+        **_scaling_keys(p, s),
+    }
+
+
+def vae_encoder_keys(config: dict[str, Any]) -> KeyValues:
+    """The cutecpp.vae_encoder.* keys for a diffusers AutoencoderKL config.json dict (encoder and quant_conv).
+
+    The latent scaling is the decoder's, as for tiny_encoder_keys.
+    """
+    s = _settings(config, "AutoencoderKL", VAE_DEFAULTS, VAE_ENCODER_FIXED)
+    channels = _u32_list("block_out_channels", s["block_out_channels"])
+    down = _list("down_block_types", s["down_block_types"])
+    if any(block != VAE_DOWN_BLOCK for block in down):
+        raise ConvertError(f"down_block_types = {s['down_block_types']!r} is not supported by cutecpp "
+                           f"(only {VAE_DOWN_BLOCK})")
+    if len(down) != len(channels):
+        raise ConvertError(f"down_block_types = {s['down_block_types']!r}: needs one entry per "
+                           f"block_out_channels entry ({len(channels)})")
+    p = "cutecpp.vae_encoder."
+    return {
+        p + "in_channels": (U32, _u32("in_channels", s["in_channels"]), None),
+        p + "latent_channels": (U32, _u32("latent_channels", s["latent_channels"]), None),
+        p + "block_out_channels": (ARR, channels, U32),
+        p + "layers_per_block": (U32, _u32("layers_per_block", s["layers_per_block"]), None),
+        p + "norm_num_groups": (U32, _u32("norm_num_groups", s["norm_num_groups"]), None),
+        p + "act_fn": (STR, "silu", None),
+        p + "mid_block_add_attention": (BOOL, _bool("mid_block_add_attention", s["mid_block_add_attention"]), None),
+        p + "use_quant_conv": (BOOL, _bool("use_quant_conv", s["use_quant_conv"]), None),
         **_scaling_keys(p, s),
     }
 
@@ -772,7 +833,7 @@ class _Part:
     hint: str                                   # what the folder should be, for messages
     keys: Callable[[dict[str, Any]], KeyValues]  # config.json -> cutecpp.<component>.* keys
     keep: tuple[str, ...]                        # checkpoint name prefixes stored ("" = everything)
-    drop: tuple[str, ...] = ()                   # prefixes left out (the encoder half); others are refused
+    drop: tuple[str, ...] = ()                   # prefixes left out (the other half); others are refused
 
 
 PARTS = {
@@ -781,20 +842,25 @@ PARTS = {
                           ("decoder.",), ("encoder.",)),
     "vae_decoder": _Part("expected a diffusers AutoencoderKL folder such as <model>/vae", vae_decoder_keys,
                          ("decoder.", "post_quant_conv."), ("encoder.", "quant_conv.")),
+    "tiny_encoder": _Part("expected a diffusers AutoencoderTiny folder such as taesd", tiny_encoder_keys,
+                          ("encoder.",), ("decoder.",)),
+    "vae_encoder": _Part("expected a diffusers AutoencoderKL folder such as <model>/vae", vae_encoder_keys,
+                         ("encoder.", "quant_conv."), ("decoder.", "post_quant_conv.")),
     "alignment": _Part("expected an alignment folder written by tools/alignment_ref.py", alignment_keys, ("",)),
 }
 
 # Checkpoints saved before diffusers 0.14 name the VAE's attention layers the old way; diffusers
 # renames them on load (ModelMixin._fix_state_dict_keys_on_load), and so does the converter.
-_OLD_ATTENTION = "decoder.mid_block.attentions.0."
+_OLD_ATTENTION = ("decoder.mid_block.attentions.0.", "encoder.mid_block.attentions.0.")
 _OLD_ATTENTION_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 
 def _modern_name(name: str) -> str:
-    if name.startswith(_OLD_ATTENTION):
-        layer, _, param = name[len(_OLD_ATTENTION):].partition(".")
-        if layer in _OLD_ATTENTION_NAMES:
-            return f"{_OLD_ATTENTION}{_OLD_ATTENTION_NAMES[layer]}.{param}"
+    for prefix in _OLD_ATTENTION:
+        if name.startswith(prefix):
+            layer, _, param = name[len(prefix):].partition(".")
+            if layer in _OLD_ATTENTION_NAMES:
+                return f"{prefix}{_OLD_ATTENTION_NAMES[layer]}.{param}"
     return name
 
 
@@ -804,7 +870,7 @@ def _select(component: str, weights: dict[str, np.ndarray], path: Path) -> dict[
     kept: dict[str, np.ndarray] = {}
     for source, array in weights.items():
         if source.startswith(part.keep):
-            name = _modern_name(source) if component == "vae_decoder" else source
+            name = _modern_name(source) if component in ("vae_decoder", "vae_encoder") else source
             if name in kept:
                 raise ConvertError(f"{path}: tensor {source!r} and {name!r} are the same weight under its old "
                                    "and new name")
@@ -840,13 +906,16 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
             unet: str | os.PathLike[str] | None = None, tiny_decoder: str | os.PathLike[str] | None = None,
             vae: str | os.PathLike[str] | None = None, alignment: str | os.PathLike[str] | None = None,
             sampling: dict[str, Any] | None = None, text_encoder: dict[str, Any] | None = None,
-            name: str | None = None, license: str | None = None) -> Summary:
+            name: str | None = None, license: str | None = None, encoders: bool = False) -> Summary:
     """Converts diffusers model folders into one bundle at `out_path`, one component per folder given.
 
     unet: a UNet2DConditionModel folder (component `unet`); tiny_decoder: an AutoencoderTiny
     folder (`tiny_decoder`, decoder half only); vae: an AutoencoderKL folder (`vae_decoder`:
     post_quant_conv and the decoder); alignment: a folder written by tools/alignment_ref.py
     (`alignment`). Each folder holds config.json and diffusion_pytorch_model.safetensors.
+    encoders: also store the autoencoders' encoder halves (`tiny_encoder` from the tiny_decoder
+    folder, `vae_encoder` from the vae folder: the encoder and quant_conv), for img2img; their
+    latents are in the decoders' latent space (the same scaling, inverted).
     sampling: the cutecpp.sampling.* section (SAMPLING_SETTINGS; scheduler_config_to_sampling makes
     one from a diffusers scheduler config). text_encoder: {"sha256", "layers"} of the encoder the
     model was trained with (docs/text-encoder.md). The bundle is loaded back before it replaces
@@ -854,10 +923,13 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
     """
     if dtype not in DTYPES:
         raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    folders = {"unet": unet, "tiny_decoder": tiny_decoder, "vae_decoder": vae, "alignment": alignment}
+    folders = {"unet": unet, "tiny_decoder": tiny_decoder, "tiny_encoder": tiny_decoder if encoders else None,
+               "vae_decoder": vae, "vae_encoder": vae if encoders else None, "alignment": alignment}
     given = {component: Path(folder) for component, folder in folders.items() if folder is not None}
     if not given:
         raise ConvertError("nothing to convert: give a UNet, tiny decoder, VAE or alignment folder (at least one)")
+    if encoders and tiny_decoder is None and vae is None:
+        raise ConvertError("encoders need an autoencoder: give a tiny decoder (AutoencoderTiny) or VAE folder")
     out = Path(out_path)
     keys = header_keys(model_id, list(given), name, license)
     if sampling is not None:
@@ -869,8 +941,11 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
         config_path, weights[component] = _model_files(folder, PARTS[component].hint)
         keys.update(_read_keys(config_path, PARTS[component].keys))
     plan: list[_Planned] = []
+    read: dict[Path, dict[str, np.ndarray]] = {}  # an autoencoder's file serves both its halves
     for component, path in weights.items():
-        plan += _plan(component, _select(component, read_safetensors(path), path), dtype, path)
+        if path not in read:
+            read[path] = read_safetensors(path)
+        plan += _plan(component, _select(component, read[path], path), dtype, path)
     _write_verified(out, keys, plan)
     return _summarize(out, dtype, plan)
 

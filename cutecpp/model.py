@@ -184,11 +184,44 @@ class Context:
         dec = self._component("vae_decoder")
         return self._decode(lib.cutecpp_vae_decode, dec, 2 ** (len(dec["block_out_channels"]) - 1), latents)
 
+    def tiny_encode(self, images: np.ndarray) -> np.ndarray:
+        """Tiny (TAESD-style) encoder: images [n, 3, H, W] in [-1, 1] -> latents [n, C, H/f, W/f].
+
+        The latents are in the UNet's latent space, the one tiny_decode takes: the encoder's output
+        with the bundle's latent scaling applied ((x - shift_factor) * scaling_factor, or with
+        per-channel latents_mean/latents_std: docs/bundle-format.md). f = 2 ** (stages - 1), 8 for
+        TAESD; H and W must be multiples of it.
+        """
+        enc = self._component("tiny_encoder")
+        return self._encode(lib.cutecpp_tiny_encode, enc, 2 ** (len(enc["block_out_channels"]) - 1), images)
+
+    def vae_encode(self, images: np.ndarray) -> np.ndarray:
+        """SD VAE (AutoencoderKL) encoder: images [n, 3, H, W] in [-1, 1] -> latents [n, C, H/8, W/8].
+
+        The latents are the posterior's mean (diffusers' latent_dist.mode(), not a sample), scaled
+        into the UNet's latent space as for tiny_encode: what vae_decode takes. The factor 8 is
+        2 ** (levels - 1) in general; H and W must be multiples of it.
+        """
+        enc = self._component("vae_encoder")
+        return self._encode(lib.cutecpp_vae_encode, enc, 2 ** (len(enc["block_out_channels"]) - 1), images)
+
     def _component(self, name: str) -> dict:
         component = self._model.info["config"]["components"].get(name)
         if component is None:
             raise ValueError(f"the model has no {name}")
         return component
+
+    def _encode(self, c_encode, enc: dict, factor: int, images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[1] != enc["in_channels"]:
+            raise ValueError(f"expected images [n, {enc['in_channels']}, H, W], got {images.shape}")
+        n, _, h, w = images.shape
+        # A size the core refuses (naming it) gets a placeholder buffer, not a wrong-sized one.
+        shape = (n, enc["latent_channels"], h // factor, w // factor) if h % factor == 0 == w % factor else (1,)
+        out = np.empty(shape, dtype=np.float32)
+        check(c_encode(self._handle, ffi.from_buffer("float[]", images), n, h, w,
+                       ffi.from_buffer("float[]", out, require_writable=True)))
+        return out
 
     def _decode(self, c_decode, dec: dict, factor: int, latents: np.ndarray) -> np.ndarray:
         latents = np.ascontiguousarray(latents, dtype=np.float32)

@@ -25,8 +25,10 @@ from cutecpp.convert import (
     header_keys,
     sampling_keys,
     tiny_decoder_keys,
+    tiny_encoder_keys,
     unet_keys,
     vae_decoder_keys,
+    vae_encoder_keys,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,6 +226,28 @@ def vae_decoder_bundle(name: str = "sd", seed: int = 0) -> Bundle:
     return b
 
 
+def tiny_encoder_bundle(name: str = "taesd", seed: int = 0) -> Bundle:
+    """A valid bundle holding the encoder of the diffusers AutoencoderTiny `name`."""
+    vae = make_tiny(name, seed)
+    b = Bundle()
+    b.kv.update(header_keys(f"test-tiny-encoder-{name}-{seed}", ["tiny_encoder"]))
+    b.kv.update(tiny_encoder_keys(dict(vae.config)))
+    for key, array in decoder_state(vae, ("encoder.",)).items():
+        b.tensors[tensor_name("tiny_encoder", key)] = array
+    return b
+
+
+def vae_encoder_bundle(name: str = "sd", seed: int = 0) -> Bundle:
+    """A valid bundle holding the encoder and quant_conv of the diffusers AutoencoderKL `name`."""
+    vae = make_kl(name, seed)
+    b = Bundle()
+    b.kv.update(header_keys(f"test-vae-encoder-{name}-{seed}", ["vae_encoder"]))
+    b.kv.update(vae_encoder_keys(dict(vae.config)))
+    for key, array in decoder_state(vae, ("encoder.", "quant_conv.")).items():
+        b.tensors[tensor_name("vae_encoder", key)] = array
+    return b
+
+
 @functools.cache
 def alignment_ref() -> ModuleType:
     """tools/alignment_ref.py (not a package: tools/ is not importable), loaded once."""
@@ -263,17 +287,21 @@ def alignment_bundle(config: str | dict[str, Any] = "small", seed: int = 0) -> B
     return b
 
 
+FULL_COMPONENTS = ["unet", "tiny_decoder", "vae_decoder", "tiny_encoder", "vae_encoder", "alignment"]
+
+
 def full_bundle(seed: int = 0) -> Bundle:
-    """One bundle with every component: the micro UNet, a TAESD-style and an SD-style decoder, and
-    an alignment module whose context width is the UNet's."""
+    """One bundle with every component: the micro UNet, a TAESD-style and an SD-style autoencoder
+    (both halves each), and an alignment module whose context width is the UNet's."""
     b = Bundle()
     ctx_dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
     parts = [unet_bundle("micro", seed), tiny_decoder_bundle("taesd", seed), vae_decoder_bundle("sd", seed),
+             tiny_encoder_bundle("taesd", seed), vae_encoder_bundle("sd", seed),
              alignment_bundle(dict(ALIGNMENT_CONFIGS["small"], ctx_dim=ctx_dim), seed)]
     for part in parts:
         b.kv.update(part.kv)
         b.tensors.update(part.tensors)
-    b.kv.update(header_keys(f"test-full-{seed}", ["unet", "tiny_decoder", "vae_decoder", "alignment"]))
+    b.kv.update(header_keys(f"test-full-{seed}", FULL_COMPONENTS))
     return b
 
 

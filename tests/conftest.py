@@ -30,5 +30,5 @@ def micro_path(micro: Bundle, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def full_path(tmp_path_factory) -> Path:
-    """A valid bundle with every component (unet, tiny_decoder, vae_decoder)."""
+    """A valid bundle with every component (bundles.FULL_COMPONENTS)."""
     return full_bundle().write(tmp_path_factory.mktemp("bundles") / "full.gguf")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundles import ALIGNMENT_CONFIGS, alignment_bundle, alignment_ref, full_bundle, make_alignment
+from bundles import ALIGNMENT_CONFIGS, FULL_COMPONENTS, alignment_bundle, alignment_ref, full_bundle, make_alignment
 from click.testing import CliRunner
 from gguf import GGUFValueType
 
@@ -174,7 +174,7 @@ def test_same_result_for_any_thread_count_repeat_and_replan(small_path):
 def test_context_feeds_the_unet(tmp_path):
     """In a bundle with a UNet, the alignment's output is the UNet's context."""
     model = cutecpp.Model.load(full_bundle().write(tmp_path / "full.gguf"))
-    assert list(model.info["config"]["components"]) == ["unet", "tiny_decoder", "vae_decoder", "alignment"]
+    assert list(model.info["config"]["components"]) == FULL_COMPONENTS
     ctx = cutecpp.Context(model, threads=2)
     context = ctx.align(states("small", n=2, tokens=6))
     sample = np.random.default_rng(0).standard_normal((2, 4, 8, 8)).astype(np.float32)

@@ -563,10 +563,11 @@ def test_old_attention_names_renamed(tmp_path):
     assert sum(".attentions.0.proj_attn." in k for k in old_state) == 4  # the encoder's and the decoder's
     write_safetensors(tmp_path / "old" / WEIGHTS, old_state)
     tensors = {}
-    for kind in ("old", "new"):
-        convert(tmp_path / f"{kind}.gguf", "f32", kind, vae=tmp_path / kind)
+    for kind in ("old", "new"):  # with the encoder, whose attention is renamed too
+        convert(tmp_path / f"{kind}.gguf", "f32", kind, vae=tmp_path / kind, encoders=True)
         tensors[kind] = {t.name: np.array(t.data) for t in GGUFReader(tmp_path / f"{kind}.gguf").tensors}
     assert sorted(tensors["old"]) == sorted(tensors["new"])
+    assert "vae_encoder.encoder.mid_block.attentions.0.to_out.0.weight" in tensors["old"]
     for name, array in tensors["new"].items():
         np.testing.assert_array_equal(tensors["old"][name], array, err_msg=name)
 
@@ -589,3 +590,14 @@ def test_cli_converts_several_folders(saved, decoders, tmp_path):
     assert list(cutecpp.Model.load(out).info["config"]["components"]) == ["unet", "tiny_decoder", "vae_decoder"]
     run = run_cli("-o", str(out))
     assert run.returncode == 2 and "give at least one of --unet, --tiny-decoder, --vae and --alignment" in run.stderr
+
+
+def test_cli_with_encoders(decoders, tmp_path):
+    out = tmp_path / "enc.gguf"
+    run = run_cli("--tiny-decoder", str(decoders["tiny"][0]), "--vae", str(decoders["vae"][0]), "--with-encoders",
+                  "-o", str(out), "--dtype", "f16")
+    assert run.returncode == 0, run.stderr
+    assert list(cutecpp.Model.load(out).info["config"]["components"]) == [
+        "tiny_decoder", "vae_decoder", "tiny_encoder", "vae_encoder"]
+    run = run_cli("--unet", str(tmp_path), "--with-encoders", "-o", str(out))
+    assert run.returncode == 2 and "--with-encoders needs --tiny-decoder or --vae" in run.stderr

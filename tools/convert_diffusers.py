@@ -7,8 +7,9 @@
 Each folder given becomes one component: --unet a UNet2DConditionModel (unet),
 --tiny-decoder an AutoencoderTiny (tiny_decoder), --vae an AutoencoderKL
 (vae_decoder), --alignment an alignment module saved by tools/alignment_ref.py
-(alignment); of the autoencoders only the decoder half is stored. At least one
-folder is needed. --scheduler (a diffusers scheduler folder or its
+(alignment); of the autoencoders only the decoder half is stored, unless
+--with-encoders also stores their encoder halves (tiny_encoder, vae_encoder:
+for img2img). At least one folder is needed. --scheduler (a diffusers scheduler folder or its
 scheduler_config.json) writes the cutecpp.sampling section: the training noise
 schedule and the defaults --default-sampler/--default-steps/--default-cfg
 (otherwise chosen from the scheduler class). The result is loaded back with
@@ -38,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--vae", type=Path, metavar="DIR", help=f"diffusers AutoencoderKL folder ({FOLDER})")
     parser.add_argument("--alignment", type=Path, metavar="DIR",
                         help=f"alignment module saved by tools/alignment_ref.py ({FOLDER})")
+    parser.add_argument("--with-encoders", action="store_true",
+                        help="also store the encoder halves of --tiny-decoder and --vae (tiny_encoder, vae_encoder)")
     parser.add_argument("--scheduler", type=Path, metavar="DIR_OR_JSON",
                         help="diffusers scheduler folder or scheduler_config.json: the sampling section")
     parser.add_argument("--default-sampler", choices=list(SAMPLERS), help="the bundle's default sampler")
@@ -58,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.unet is None and args.tiny_decoder is None and args.vae is None and args.alignment is None:
         parser.error("give at least one of --unet, --tiny-decoder, --vae and --alignment")
+    if args.with_encoders and args.tiny_decoder is None and args.vae is None:
+        parser.error("--with-encoders needs --tiny-decoder or --vae")
     defaults = (args.default_sampler, args.default_steps, args.default_cfg)
     if args.scheduler is None and any(d is not None for d in defaults):
         parser.error("--default-sampler, --default-steps and --default-cfg need --scheduler")
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                             "layers": args.text_encoder_layers}
         summary = convert(args.output, args.dtype, model_id, unet=args.unet, tiny_decoder=args.tiny_decoder,
                           vae=args.vae, alignment=args.alignment, sampling=sampling, text_encoder=text_encoder,
-                          name=args.name, license=args.license)
+                          name=args.name, license=args.license, encoders=args.with_encoders)
     except (ConvertError, CutecppError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -108,7 +108,8 @@ CUTECPP_API cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx,
 //   latents [n, latent_channels, height, width] -> out [n, 3, height*f, width*f]
 // with f the decoder's upsampling (16 for cute-mini); values in [-1, 1].
 // latents are taken as the UNet produced them: the decoder first computes
-// latents / scaling_factor + shift_factor (both from the bundle).
+// latents / scaling_factor + shift_factor (both from the bundle; with per-channel
+// statistics latents * latents_std[c] / scaling_factor + latents_mean[c] + shift_factor).
 CUTECPP_API cutecpp_status cutecpp_tiny_decode(struct cutecpp_context * ctx,
                                                const float * latents, int32_t n, int32_t height, int32_t width,
                                                float * out);
@@ -123,6 +124,27 @@ CUTECPP_API cutecpp_status cutecpp_vae_decode(struct cutecpp_context * ctx,
                                               const float * latents, int32_t n, int32_t height, int32_t width,
                                               float * out);
 
+// Encodes pictures with the bundle's tiny encoder (the encoder half of a diffusers
+// AutoencoderTiny, TAESD-style), e.g. for img2img:
+//   images [n, in_channels, height, width] in [-1, 1] -> out [n, latent_channels, height/f, width/f]
+// with f = 2^(stages-1) (8 for TAESD); height and width must be multiples of f, at most 4096.
+// The latents are in the space the UNet and cutecpp_tiny_decode take: the encoder's
+// output x then becomes (x - shift_factor) * scaling_factor (per-channel statistics:
+// (x - latents_mean[c] - shift_factor) * scaling_factor / latents_std[c]), exactly what
+// the tiny decoder undoes first. Planned once per (n, height, width) and reused.
+CUTECPP_API cutecpp_status cutecpp_tiny_encode(struct cutecpp_context * ctx,
+                                               const float * images, int32_t n, int32_t height, int32_t width,
+                                               float * out);
+
+// Encodes pictures with the bundle's VAE encoder (diffusers AutoencoderKL: the encoder and
+// quant_conv), as cutecpp_tiny_encode: f = 2^(levels-1) (8 for SD). The latents are the
+// posterior's mean (diffusers' latent_dist.mode(), no sampling), scaled as for
+// cutecpp_tiny_encode with the bundle's vae_encoder settings: the inverse of what
+// cutecpp_vae_decode undoes first.
+CUTECPP_API cutecpp_status cutecpp_vae_encode(struct cutecpp_context * ctx,
+                                              const float * images, int32_t n, int32_t height, int32_t width,
+                                              float * out);
+
 // Maps text-encoder hidden states to the UNet's cross-attention context with
 // the bundle's alignment module (docs/bundle-format.md):
 //   states [n, n_tokens, in_dim] -> out [n, n_tokens, ctx_dim]
@@ -135,7 +157,10 @@ CUTECPP_API cutecpp_status cutecpp_align(struct cutecpp_context * ctx, const flo
 // every block ("unet.conv_in", "unet.down_blocks.0", ..., "unet.mid_block",
 // "unet.up_blocks.0", ..., "unet.conv_out"; the decoders: "tiny_decoder.decoder.layers.<i>",
 // "vae_decoder.post_quant_conv", "vae_decoder.decoder.conv_in", "vae_decoder.decoder.mid_block",
-// "vae_decoder.decoder.up_blocks.<i>", "vae_decoder.decoder.conv_out"; the alignment module:
+// "vae_decoder.decoder.up_blocks.<i>", "vae_decoder.decoder.conv_out"; the encoders:
+// "tiny_encoder.encoder.layers.<i>", "vae_encoder.encoder.conv_in", "vae_encoder.encoder.down_blocks.<i>",
+// "vae_encoder.encoder.mid_block", "vae_encoder.encoder.conv_out", "vae_encoder.quant_conv",
+// all before the latent scaling; the alignment module:
 // "alignment.proj_in", "alignment.blocks.<i>", "alignment.proj_out"); cutecpp_context_trace_get copies
 // one into out (C order; shape gets [n, C, H, W], or [1, n, T, C] for token
 // sequences) and sets *count to its element count. out may be NULL to ask for

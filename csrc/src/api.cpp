@@ -182,6 +182,22 @@ cutecpp_status cutecpp_vae_decode(struct cutecpp_context * ctx, const float * la
     });
 }
 
+cutecpp_status cutecpp_tiny_encode(struct cutecpp_context * ctx, const float * images, int32_t n, int32_t height,
+                                   int32_t width, float * out) {
+    return guard([&] {
+        if (!ctx || !images || !out) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_tiny_encode: NULL argument");
+        ctx->tiny_encode(images, n, height, width, out);
+    });
+}
+
+cutecpp_status cutecpp_vae_encode(struct cutecpp_context * ctx, const float * images, int32_t n, int32_t height,
+                                  int32_t width, float * out) {
+    return guard([&] {
+        if (!ctx || !images || !out) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_vae_encode: NULL argument");
+        ctx->vae_encode(images, n, height, width, out);
+    });
+}
+
 cutecpp_status cutecpp_unet_eval(struct cutecpp_context * ctx, const float * sample, int32_t n, int32_t height,
                                  int32_t width, const float * timesteps, const float * context, int32_t n_tokens,
                                  float * out) {

@@ -211,11 +211,13 @@ ggml_tensor * Blocks::upsample_nearest(ggml_tensor * x, int factor) const {
 
 namespace cutecpp {
 
-ggml_tensor * Blocks::resnet_plain(ggml_tensor * x, const std::string & p, int groups, float eps) const {
+ggml_tensor * Blocks::resnet_plain(ggml_tensor * x, const std::string & p, int groups, float eps,
+                                   const char * shortcut) const {
     ggml_tensor * h = group_norm(x, p + ".norm1", groups, eps, true);
     h = conv2d(h, p + ".conv1");
     h = group_norm(h, p + ".norm2", groups, eps, true);
-    if (model.tensors.count(p + ".conv_shortcut.weight")) x = conv2d(x, p + ".conv_shortcut", 1, 0);
+    const std::string sc = p + "." + shortcut;
+    if (model.tensors.count(sc + ".weight")) x = conv2d(x, sc, 1, 0);
     return conv3x3(h, p + ".conv2", {1, x, false});                     // conv2(h) + x
 }
 

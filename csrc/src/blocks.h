@@ -54,8 +54,10 @@ struct Blocks {
     ggml_tensor * upsample_nearest(ggml_tensor * x, int factor) const;
 
     // diffusers ResnetBlock2D without time embedding (temb_channels=None, as in
-    // the VAE): GroupNorm, SiLU, 3x3 conv, twice; 1x1 shortcut when channels change.
-    ggml_tensor * resnet_plain(ggml_tensor * x, const std::string & p, int groups, float eps) const;
+    // the VAE): GroupNorm, SiLU, 3x3 conv, twice; 1x1 shortcut when channels change
+    // (named p.<shortcut>: the bundle abbreviates it in the vae_encoder).
+    ggml_tensor * resnet_plain(ggml_tensor * x, const std::string & p, int groups, float eps,
+                               const char * shortcut = "conv_shortcut") const;
     // diffusers' VAE mid-block Attention: GroupNorm, one head of dim C over the
     // H*W tokens, biased to_q/to_k/to_v/to_out.0, plus the input (residual).
     ggml_tensor * vae_attention(ggml_tensor * x, const std::string & p, int groups, float eps) const;

@@ -141,6 +141,21 @@ UnetConfig read_unet(const GGUFFile & f) {
     return c;
 }
 
+// Stage channels of a tiny autoencoder half: one count repeated (diffusers' EncoderTiny and
+// DecoderTiny only run with equal stages), with `num_blocks` entries of 0-8 blocks.
+void check_tiny_stages(const std::string & p, const std::vector<uint32_t> & channels, const std::vector<uint32_t> & blocks,
+                       const char * what) {
+    const size_t n = channels.size();
+    if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " stages");
+    if (blocks.size() != n) bad_value(p + "num_blocks", "has " + std::to_string(blocks.size()) + " entries but block_out_channels has " + std::to_string(n));
+    for (size_t i = 0; i < n; ++i) {
+        if (channels[i] != channels[0] || channels[i] < 1 || channels[i] > kMaxChannels) {
+            bad_value(p + "block_out_channels", std::string("must be one channel count (1 to 8192) repeated: diffusers' ") + what + " only runs with equal stages");
+        }
+        if (blocks[i] > kMaxLayersPerBlock) bad_value(p + "num_blocks", "at most " + std::to_string(kMaxLayersPerBlock) + " blocks per stage");
+    }
+}
+
 TinyDecoderConfig read_tiny_decoder(const GGUFFile & f) {
     const std::string p = "cutecpp.tiny_decoder.";
     TinyDecoderConfig c;
@@ -152,15 +167,7 @@ TinyDecoderConfig read_tiny_decoder(const GGUFFile & f) {
     c.scaling = read_latent_scaling(f, p, c.latent_channels);
     c.block_out_channels = f.get_u32_array(p + "block_out_channels");
     c.num_blocks = f.get_u32_array(p + "num_blocks");
-    const size_t n = c.block_out_channels.size();
-    if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " stages");
-    if (c.num_blocks.size() != n) bad_value(p + "num_blocks", "has " + std::to_string(c.num_blocks.size()) + " entries but block_out_channels has " + std::to_string(n));
-    for (size_t i = 0; i < n; ++i) {
-        if (c.block_out_channels[i] != c.block_out_channels[0] || c.block_out_channels[i] < 1 || c.block_out_channels[i] > kMaxChannels) {
-            bad_value(p + "block_out_channels", "must be one channel count (1 to 8192) repeated: diffusers' DecoderTiny only runs with equal stages");
-        }
-        if (c.num_blocks[i] > kMaxLayersPerBlock) bad_value(p + "num_blocks", "at most " + std::to_string(kMaxLayersPerBlock) + " blocks per stage");
-    }
+    check_tiny_stages(p, c.block_out_channels, c.num_blocks, "DecoderTiny");
     if (c.upscale() > 64) bad_value(p + "upsampling_scaling_factor", "total upsampling above 64");
     return c;
 }
@@ -184,6 +191,57 @@ VaeDecoderConfig read_vae_decoder(const GGUFFile & f) {
         check_level_channels(p + "block_out_channels", ch, at, c.norm_num_groups);
     }
     return c;
+}
+
+TinyEncoderConfig read_tiny_encoder(const GGUFFile & f) {
+    const std::string p = "cutecpp.tiny_encoder.";
+    TinyEncoderConfig c;
+    c.in_channels = u32_in(f, p + "in_channels", 1, 4);
+    c.latent_channels = u32_in(f, p + "latent_channels", 1, kMaxLatentChannels);
+    one_of(f, p + "act_fn", {"relu"});
+    c.scaling = read_latent_scaling(f, p, c.latent_channels);
+    c.block_out_channels = f.get_u32_array(p + "block_out_channels");
+    c.num_blocks = f.get_u32_array(p + "num_blocks");
+    check_tiny_stages(p, c.block_out_channels, c.num_blocks, "EncoderTiny");
+    return c;
+}
+
+VaeEncoderConfig read_vae_encoder(const GGUFFile & f) {
+    const std::string p = "cutecpp.vae_encoder.";
+    VaeEncoderConfig c;
+    c.in_channels = u32_in(f, p + "in_channels", 1, 4);
+    c.latent_channels = u32_in(f, p + "latent_channels", 1, kMaxLatentChannels);
+    c.layers_per_block = u32_in(f, p + "layers_per_block", 1, kMaxLayersPerBlock);
+    c.norm_num_groups = u32_in(f, p + "norm_num_groups", 1, kMaxChannels);
+    one_of(f, p + "act_fn", {"silu"});
+    c.mid_block_add_attention = f.get_bool(p + "mid_block_add_attention");
+    c.use_quant_conv = f.get_bool(p + "use_quant_conv");
+    c.scaling = read_latent_scaling(f, p, c.latent_channels);
+    c.block_out_channels = f.get_u32_array(p + "block_out_channels");
+    const size_t n = c.block_out_channels.size();
+    if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " levels, got " + std::to_string(n));
+    for (size_t i = 0; i < n; ++i) {
+        check_level_channels(p + "block_out_channels", c.block_out_channels[i], " at level " + std::to_string(i), c.norm_num_groups);
+    }
+    return c;
+}
+
+// An encoder next to its decoder must make the decoder's latents: same latent channels and
+// the same latent scaling (the encoder applies its inverse).
+void check_pair(const std::string & encoder, uint32_t enc_channels, const LatentScaling & enc,
+                const std::string & decoder, uint32_t dec_channels, const LatentScaling & dec) {
+    const std::string e = "cutecpp." + encoder + ".", d = "cutecpp." + decoder + ".";
+    if (enc_channels != dec_channels) {
+        bad_value(e + "latent_channels", std::to_string(enc_channels) + " differs from " + d + "latent_channels " +
+                                             std::to_string(dec_channels) + ": the encoder must make the decoder's latents");
+    }
+    const auto differs = [&](const std::string & key) {
+        bad_value(e + key, "differs from " + d + key + ": the encoder must make the decoder's latents");
+    };
+    if (enc.scaling_factor != dec.scaling_factor) differs("scaling_factor");
+    if (enc.shift_factor != dec.shift_factor) differs("shift_factor");
+    if (enc.latents_mean != dec.latents_mean) differs("latents_mean");
+    if (enc.latents_std != dec.latents_std) differs("latents_std");
 }
 
 AlignmentConfig read_alignment(const GGUFFile & f) {
@@ -263,6 +321,18 @@ SamplingConfig read_sampling(const GGUFFile & f) {
 
 }  // namespace
 
+void LatentScaling::scale(const float * in, float * out, int64_t n, int64_t channels, int64_t hw) const {
+    const bool per_channel = !latents_mean.empty();
+    for (int64_t b = 0; b < n; ++b) {
+        for (int64_t c = 0; c < channels; ++c) {
+            const float sub = (per_channel ? latents_mean[c] : 0.0f) + shift_factor;
+            const float mul = scaling_factor / (per_channel ? latents_std[c] : 1.0f);
+            const int64_t at = (b * channels + c) * hw;
+            for (int64_t i = 0; i < hw; ++i) out[at + i] = (in[at + i] - sub) * mul;
+        }
+    }
+}
+
 void LatentScaling::unscale(const float * in, float * out, int64_t n, int64_t channels, int64_t hw) const {
     const bool per_channel = !latents_mean.empty();
     for (int64_t b = 0; b < n; ++b) {
@@ -309,11 +379,24 @@ BundleConfig read_config(const GGUFFile & f) {
             c.tiny_decoder = read_tiny_decoder(f);
         } else if (comp == "vae_decoder") {
             c.vae_decoder = read_vae_decoder(f);
+        } else if (comp == "tiny_encoder") {
+            c.tiny_encoder = read_tiny_encoder(f);
+        } else if (comp == "vae_encoder") {
+            c.vae_encoder = read_vae_encoder(f);
         } else if (comp == "alignment") {
             c.alignment = read_alignment(f);
         } else {
-            bad_value("cutecpp.components", "unknown component '" + comp + "' (supported: unet, tiny_decoder, vae_decoder, alignment)");
+            bad_value("cutecpp.components", "unknown component '" + comp +
+                                                "' (supported: unet, tiny_decoder, vae_decoder, tiny_encoder, vae_encoder, alignment)");
         }
+    }
+    if (c.tiny_encoder && c.tiny_decoder) {
+        check_pair("tiny_encoder", c.tiny_encoder->latent_channels, c.tiny_encoder->scaling, "tiny_decoder",
+                   c.tiny_decoder->latent_channels, c.tiny_decoder->scaling);
+    }
+    if (c.vae_encoder && c.vae_decoder) {
+        check_pair("vae_encoder", c.vae_encoder->latent_channels, c.vae_encoder->scaling, "vae_decoder",
+                   c.vae_decoder->latent_channels, c.vae_decoder->scaling);
     }
 
     if (has_keys(f, kSamplingPrefix)) c.sampling = read_sampling(f);
@@ -335,6 +418,8 @@ TensorShapes expected_tensors(const BundleConfig & config) {
     if (config.unet) add_unet_tensors(*config.unet, "unet.", out);
     if (config.tiny_decoder) add_tiny_decoder_tensors(*config.tiny_decoder, "tiny_decoder.", out);
     if (config.vae_decoder) add_vae_decoder_tensors(*config.vae_decoder, "vae_decoder.", out);
+    if (config.tiny_encoder) add_tiny_encoder_tensors(*config.tiny_encoder, "tiny_encoder.", out);
+    if (config.vae_encoder) add_vae_encoder_tensors(*config.vae_encoder, "vae_encoder.", out);
     if (config.alignment) add_alignment_tensors(*config.alignment, "alignment.", out);
     return out;
 }
@@ -392,6 +477,33 @@ std::string config_json(const BundleConfig & c) {
         };
         scaling_fields(d.scaling, fields);
         comps.emplace_back("vae_decoder", object(fields));
+    }
+    if (c.tiny_encoder) {
+        const TinyEncoderConfig & e = *c.tiny_encoder;
+        std::vector<std::pair<std::string, std::string>> fields = {
+            {"in_channels", u(e.in_channels)},
+            {"latent_channels", u(e.latent_channels)},
+            {"block_out_channels", array(e.block_out_channels, u)},
+            {"num_blocks", array(e.num_blocks, u)},
+            {"act_fn", str("relu")},
+        };
+        scaling_fields(e.scaling, fields);
+        comps.emplace_back("tiny_encoder", object(fields));
+    }
+    if (c.vae_encoder) {
+        const VaeEncoderConfig & e = *c.vae_encoder;
+        std::vector<std::pair<std::string, std::string>> fields = {
+            {"in_channels", u(e.in_channels)},
+            {"latent_channels", u(e.latent_channels)},
+            {"block_out_channels", array(e.block_out_channels, u)},
+            {"layers_per_block", u(e.layers_per_block)},
+            {"norm_num_groups", u(e.norm_num_groups)},
+            {"act_fn", str("silu")},
+            {"mid_block_add_attention", e.mid_block_add_attention ? "true" : "false"},
+            {"use_quant_conv", e.use_quant_conv ? "true" : "false"},
+        };
+        scaling_fields(e.scaling, fields);
+        comps.emplace_back("vae_encoder", object(fields));
     }
     if (c.alignment) {
         const AlignmentConfig & a = *c.alignment;

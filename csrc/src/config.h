@@ -50,6 +50,10 @@ struct LatentScaling {
 
     // in, out: [n, channels, hw] floats, C order (may be the same buffer).
     void unscale(const float * in, float * out, int64_t n, int64_t channels, int64_t hw) const;
+    // The exact inverse, what an encoder applies last (as diffusers pipelines do after
+    // vae.encode()): (x - shift_factor) * scaling_factor, or per channel
+    // (x - latents_mean[c] - shift_factor) * scaling_factor / latents_std[c].
+    void scale(const float * in, float * out, int64_t n, int64_t channels, int64_t hw) const;
 };
 
 // A diffusers AutoencoderTiny decoder (TAESD-style): conv, ReLU, per stage
@@ -79,6 +83,36 @@ struct VaeDecoderConfig {
     LatentScaling scaling;  // what the decoder undoes first
 
     uint32_t upscale() const { return 1u << (block_out_channels.size() - 1); }
+};
+
+// The encoder half of a diffusers AutoencoderTiny (EncoderTiny): the image mapped from
+// [-1, 1] to [0, 1], a conv, then per stage (except the first) a stride-2 conv without
+// bias and `num_blocks` residual blocks, then a conv to the latent channels.
+struct TinyEncoderConfig {
+    uint32_t in_channels = 0;
+    uint32_t latent_channels = 0;
+    std::vector<uint32_t> block_out_channels;  // equal at every stage (diffusers requires it)
+    std::vector<uint32_t> num_blocks;
+    LatentScaling scaling;  // applied last (LatentScaling::scale), the tiny decoder's inverse
+
+    uint32_t downscale() const { return 1u << (block_out_channels.size() - 1); }
+};
+
+// The encoder half of a diffusers AutoencoderKL: conv_in, one DownEncoderBlock2D per
+// level (layers_per_block ResNets, a stride-2 conv on the image padded right and
+// bottom except on the last), the mid block, GroupNorm, SiLU, conv_out to
+// 2 * latent_channels (mean and log-variance), quant_conv. The output is the mean.
+struct VaeEncoderConfig {
+    uint32_t in_channels = 0;
+    uint32_t latent_channels = 0;
+    std::vector<uint32_t> block_out_channels;
+    uint32_t layers_per_block = 0;
+    uint32_t norm_num_groups = 0;
+    bool mid_block_add_attention = true;
+    bool use_quant_conv = true;
+    LatentScaling scaling;  // applied last (LatentScaling::scale), the VAE decoder's inverse
+
+    uint32_t downscale() const { return 1u << (block_out_channels.size() - 1); }
 };
 
 // The alignment module (tools/alignment_ref.py): text-encoder states [T, in_dim]
@@ -128,6 +162,8 @@ struct BundleConfig {
     std::optional<UnetConfig> unet;
     std::optional<TinyDecoderConfig> tiny_decoder;
     std::optional<VaeDecoderConfig> vae_decoder;
+    std::optional<TinyEncoderConfig> tiny_encoder;
+    std::optional<VaeEncoderConfig> vae_encoder;
     std::optional<AlignmentConfig> alignment;
     std::optional<SamplingConfig> sampling;  // present when the file has cutecpp.sampling.* keys
     std::optional<TextEncoderConfig> text_encoder;  // present when it has cutecpp.text_encoder.* keys
@@ -147,6 +183,8 @@ TensorShapes expected_tensors(const BundleConfig & config);
 void add_unet_tensors(const UnetConfig & c, const std::string & prefix, TensorShapes & out);
 void add_tiny_decoder_tensors(const TinyDecoderConfig & c, const std::string & prefix, TensorShapes & out);
 void add_vae_decoder_tensors(const VaeDecoderConfig & c, const std::string & prefix, TensorShapes & out);
+void add_tiny_encoder_tensors(const TinyEncoderConfig & c, const std::string & prefix, TensorShapes & out);
+void add_vae_encoder_tensors(const VaeEncoderConfig & c, const std::string & prefix, TensorShapes & out);
 void add_alignment_tensors(const AlignmentConfig & c, const std::string & prefix, TensorShapes & out);
 
 std::string config_json(const BundleConfig & config);

@@ -3,8 +3,10 @@
 #include "alignment.h"
 #include "error.h"
 #include "tiny_decoder.h"
+#include "tiny_encoder.h"
 #include "unet.h"
 #include "vae_decoder.h"
+#include "vae_encoder.h"
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -24,6 +26,7 @@ namespace {
 constexpr size_t kMaxGraphNodes = 16384;
 constexpr int kMaxBatch = 64;
 constexpr int kMaxAlignTokens = 4096;
+constexpr int kMaxImageSide = 4096;  // pixels: an encoder's input, as a decoder's output
 
 void check_batch_and_side(int n, int h, int w, int multiple) {
     if (n < 1 || n > kMaxBatch) fail(CUTECPP_ERR_INVALID_ARGUMENT, "batch size must be 1 to " + std::to_string(kMaxBatch));
@@ -49,6 +52,8 @@ cutecpp_context::~cutecpp_context() {
     release(unet_[1]);
     release(tiny_);
     release(vae_);
+    release(tiny_encoder_);
+    release(vae_encoder_);
     release(align_);
     ggml_backend_free(backend_);
 }
@@ -192,8 +197,8 @@ void cutecpp_context::unet_eval(const float * sample, int n, int h, int w, const
 void cutecpp_context::decode(Planned & p, DecoderBuild build, const LatentScaling & scaling, uint32_t latent_channels,
                              uint32_t upscale, const float * latents, int n, int h, int w, float * out) {
     check_batch_and_side(n, h, w, 1);
-    if (static_cast<int64_t>(h) * upscale > 4096 || static_cast<int64_t>(w) * upscale > 4096) {
-        fail(CUTECPP_ERR_INVALID_ARGUMENT, "decoded image would exceed 4096 pixels per side");
+    if (static_cast<int64_t>(h) * upscale > kMaxImageSide || static_cast<int64_t>(w) * upscale > kMaxImageSide) {
+        fail(CUTECPP_ERR_INVALID_ARGUMENT, "decoded image would exceed " + std::to_string(kMaxImageSide) + " pixels per side");
     }
     plan(p, {n, h, w}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
         in = {ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w, h, latent_channels, n)};
@@ -214,6 +219,39 @@ void cutecpp_context::vae_decode(const float * latents, int n, int h, int w, flo
     if (!model.config.vae_decoder) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no vae_decoder component");
     const VaeDecoderConfig & c = *model.config.vae_decoder;
     decode(vae_, build_vae_decoder, c.scaling, c.latent_channels, c.upscale(), latents, n, h, w, out);
+}
+
+void cutecpp_context::encode(Planned & p, DecoderBuild build, const LatentScaling & scaling, uint32_t in_channels,
+                             uint32_t latent_channels, uint32_t downscale, const float * image, int n, int h, int w,
+                             float * out) {
+    if (n < 1 || n > kMaxBatch) fail(CUTECPP_ERR_INVALID_ARGUMENT, "batch size must be 1 to " + std::to_string(kMaxBatch));
+    const int f = static_cast<int>(downscale);
+    if (h < f || w < f || h > kMaxImageSide || w > kMaxImageSide || h % f || w % f) {
+        fail(CUTECPP_ERR_INVALID_ARGUMENT, "image height and width must be multiples of " + std::to_string(f) +
+                                               " (the encoder's downscaling) from " + std::to_string(f) + " to " +
+                                               std::to_string(kMaxImageSide) + ", got " + std::to_string(h) + "x" +
+                                               std::to_string(w));
+    }
+    plan(p, {n, h, w}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
+        in = {ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w, h, in_channels, n)};
+        return build(ctx, model, in[0], blocks);
+    });
+    run(p, {image}, out);
+    scaling.scale(out, out, n, latent_channels, static_cast<int64_t>(h / f) * (w / f));
+}
+
+void cutecpp_context::tiny_encode(const float * image, int n, int h, int w, float * out) {
+    if (!model.config.tiny_encoder) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no tiny_encoder component");
+    const TinyEncoderConfig & c = *model.config.tiny_encoder;
+    encode(tiny_encoder_, build_tiny_encoder, c.scaling, c.in_channels, c.latent_channels, c.downscale(), image, n, h,
+           w, out);
+}
+
+void cutecpp_context::vae_encode(const float * image, int n, int h, int w, float * out) {
+    if (!model.config.vae_encoder) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no vae_encoder component");
+    const VaeEncoderConfig & c = *model.config.vae_encoder;
+    encode(vae_encoder_, build_vae_encoder, c.scaling, c.in_channels, c.latent_channels, c.downscale(), image, n, h,
+           w, out);
 }
 
 void cutecpp_context::align(const float * states, int n, int t, float * out) {

@@ -29,6 +29,12 @@ struct cutecpp_context {
     // latents [n, C, h, w] (as the UNet produced them) -> image [n, 3, h*f, w*f], about [-1, 1]
     // (not clamped): the SD VAE decoder, after undoing the latent scaling (LatentScaling).
     void vae_decode(const float * latents, int n, int h, int w, float * out);
+    // image [n, C, H, W] in [-1, 1] (H, W multiples of the encoder's downscale f) ->
+    // latents [n, latent_channels, H/f, W/f] in the latent space the UNet and the tiny
+    // decoder take: the tiny encoder, then the latent scaling (LatentScaling::scale).
+    void tiny_encode(const float * image, int n, int h, int w, float * out);
+    // The same with the SD VAE encoder; the latents are the posterior's mean (its mode).
+    void vae_encode(const float * image, int n, int h, int w, float * out);
     // states [n, t, in_dim] (the text encoder's) -> context [n, t, ctx_dim] for the UNet (C order):
     // the alignment module.
     void align(const float * states, int n, int t, float * out);
@@ -57,12 +63,15 @@ private:
     using Builder = std::function<ggml_tensor *(ggml_context *, std::vector<ggml_tensor *> & inputs,
                                                 std::vector<ggml_tensor *> & blocks)>;
 
-    using DecoderBuild = ggml_tensor * (*)(ggml_context *, const cutecpp_model &, ggml_tensor * latents,
+    // A decoder's or an encoder's graph: one input, one output.
+    using DecoderBuild = ggml_tensor * (*)(ggml_context *, const cutecpp_model &, ggml_tensor * input,
                                            std::vector<ggml_tensor *> & blocks);
 
     void plan(Planned & p, std::vector<int64_t> key, const Builder & build);
     void decode(Planned & p, DecoderBuild build, const cutecpp::LatentScaling & scaling, uint32_t latent_channels,
                 uint32_t upscale, const float * latents, int n, int h, int w, float * out);
+    void encode(Planned & p, DecoderBuild build, const cutecpp::LatentScaling & scaling, uint32_t in_channels,
+                uint32_t latent_channels, uint32_t downscale, const float * image, int n, int h, int w, float * out);
     void run(Planned & p, const std::vector<const float *> & inputs, float * out);
     static void release(Planned & p);
     void profile(Planned & p);
@@ -74,6 +83,8 @@ private:
     int unet_recent_ = 0;
     Planned tiny_;
     Planned vae_;
+    Planned tiny_encoder_;
+    Planned vae_encoder_;
     Planned align_;
     const Planned * last_ = nullptr;  // the last evaluation, if it was traced
     bool trace_ = false;
