@@ -1,14 +1,15 @@
 """UNet speed and memory: cutecpp against diffusers/PyTorch on the same random weights.
 
     python tools/bench_unet.py [--json] [--shapes cute-mini,sd15] [--dtypes f32,f16,q8_0]
-                               [--threads 2] [--runs 5] [--rounds 3]
+                               [--threads 2] [--runs 5] [--rounds 3] [--sdcpp SD_CLI]
 
 Each engine and variant runs in its own subprocess (so peak RSS is its own),
 with the same thread count, batch 1, fixed inputs, --rounds times in turn
 (benchlib.py); the figure is the median of all its timed evaluations (--runs
 per round, each after one warm-up). Ratios are PyTorch fp32 time /
 cutecpp time and cutecpp RSS / PyTorch fp32 RSS, all from this one run: the
-machines are noisy, so compare only figures printed together.
+machines are noisy, so compare only figures printed together. --sdcpp adds
+stable-diffusion.cpp on the same SD 1.5 weights (tools/sdcpp.py).
 
 Weights are built once with a fixed seed and cached in ~/.cache/cutecpp/bench
 (diffusers folder plus one bundle per dtype). Needs the test extra (torch,
@@ -25,6 +26,7 @@ import benchlib
 from benchlib import measure
 
 CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench"))
+SDCPP_ENV = "CUTECPP_BENCH_SDCPP"  # the sd-cli path, for the sdcpp children
 
 # name -> (diffusers UNet2DConditionModel config, latent side, context tokens)
 SHAPES = {
@@ -92,6 +94,10 @@ def child(engine: str, shape: str, variant: str, threads: int, runs: int) -> dic
         def run():
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
                 unet(x, t, c)
+    elif engine == "sdcpp":
+        import sdcpp
+
+        return sdcpp.run(os.environ[SDCPP_ENV], CACHE / shape / "sdcpp", variant, SHAPES[shape][1], threads, runs)
     else:
         import cutecpp
 
@@ -103,6 +109,23 @@ def child(engine: str, shape: str, variant: str, threads: int, runs: int) -> dic
     return measure(engine, variant, run, runs)
 
 
+def sdcpp_option(parser):
+    parser.add_argument("--sdcpp", metavar="SD_CLI", help="also time stable-diffusion.cpp's sd-cli (sd15 only; "
+                        "built outside this repo, tools/sdcpp.py)")
+    parser.add_argument("--sdcpp-dtypes", default="f16,q8_0")
+
+    def variants(shape, args):
+        if not args.sdcpp or shape != "sd15" or args.child:
+            return []
+        os.environ[SDCPP_ENV] = str(Path(args.sdcpp).resolve())
+        import sdcpp
+
+        sdcpp.prepare(CACHE / shape / "sdcpp", CACHE / shape / "unet")
+        return [("sdcpp", d) for d in args.sdcpp_dtypes.split(",")]
+    return variants
+
+
 if __name__ == "__main__":
     benchlib.main(__file__, __doc__, "shapes", "cute-mini,sd15", "f32,f16,q8_0", 5, prepare, child,
-                  lambda shape, a: f"{shape} (batch 1, {a.threads} threads, median of {a.runs} x {a.rounds} rounds)")
+                  lambda shape, a: f"{shape} (batch 1, {a.threads} threads, median of {a.runs} x {a.rounds} rounds)",
+                  sdcpp_option)

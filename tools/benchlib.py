@@ -77,9 +77,14 @@ def print_table(title: str, results: list[dict]) -> None:
 
 def main(script: str, doc: str, kind: str, names: str, dtypes: str, runs: int,
          prepare: Callable[[str, list[str]], None], child: Callable[[str, str, str, int, int], dict],
-         title: Callable[[str, argparse.Namespace], str]) -> None:
+         title: Callable[[str, argparse.Namespace], str],
+         extra: Callable[[argparse.ArgumentParser], Callable[[str, argparse.Namespace], list]] | None = None,
+         ) -> None:
     """The command line shared by the benchmarks: `--<kind> a,b` picks the models
-    (`shapes` or `decoders`); each engine and variant runs as `script --child ...`."""
+    (`shapes`, `decoders` or `encoders`); each engine and variant runs as `script --child ...`.
+    `extra(parser)` may add options and returns `(name, args) -> [(engine, variant), ...]`:
+    engines beyond PyTorch and cutecpp for that model (their children get the common arguments
+    and the environment, not the extra options)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument(f"--{kind}", default=names)
@@ -88,7 +93,8 @@ def main(script: str, doc: str, kind: str, names: str, dtypes: str, runs: int,
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=runs, help="timed runs per variant and round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all variants (interleaved)")
-    parser.add_argument("--child", choices=["torch", "cutecpp"], help=argparse.SUPPRESS)
+    more = extra(parser) if extra else (lambda name, a: [])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     selected = getattr(args, kind)
@@ -103,6 +109,7 @@ def main(script: str, doc: str, kind: str, names: str, dtypes: str, runs: int,
         prepare(name, dtype_list)
         common = [f"--{kind}", name, "--threads", str(args.threads), "--runs", str(args.runs)]
         variants = [("torch", v) for v in args.torch_variants.split(",")] + [("cutecpp", d) for d in dtype_list]
+        variants += more(name, args)
         rounds = [[run_child(script, ["--child", engine, "--variant", v, *common]) for engine, v in variants]
                   for _ in range(max(1, args.rounds))]
         results = [combine([r[i] for r in rounds]) for i in range(len(variants))]
