@@ -56,6 +56,9 @@ def tiny_decoder_with_one_conv(ic_oc: int, kernel: np.ndarray, bias: np.ndarray)
     (1, 3, 5, 1, 1, False),     # a single pixel
     (1, 8, 16, 9, 12, True),    # f16 kernel
     (1, 24, 20, 16, 14, True),  # gemm.h: a full and a partial 16-output panel, 56 tiles (two row chunks)
+    # V is 2 MB per tile row here: 14 rows (7 per image, the last one partial) in four bands
+    # of <= 8 MB (4, 4, 4 and 2 rows), the second one spanning both images.
+    (2, 64, 64, 13, 1024, False),
 ])
 def test_conv_matches_torch(tmp_path, n, ic, oc, h, w, f16):
     rng = np.random.default_rng(0)

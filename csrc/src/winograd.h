@@ -7,7 +7,8 @@
 //   M = U V          16 batched GEMMs (gemm.h / ggml_mul_mat) [16, tiles, OC]
 //   Y = A^T M A + b  per tile (custom op)                   [N, OC, H, W]
 //
-// V and M are f32. U keeps the bundle's precision: f32 kernels give an
+// V and M are f32, made band by band of tile rows (8 MB each at most; ggml-alloc
+// reuses them), so large images do not need them whole. U keeps the bundle's precision: f32 kernels give an
 // f32 U (matches direct convolution to ~1e-6 relative), f16 kernels an f16 U,
 // both packed as gemm.h panels (V stays f32 in the product); a quantized
 // bundle (whose 3x3 kernels stay f16 in the file: their rows are 3 wide, not
