@@ -32,9 +32,8 @@ constexpr int kMaxUpsample = 8;
 // A convolution runs in bands of tile rows (r = n * th + ty, r0 <= r < r1), so that
 // V and M, which ggml-alloc reuses from band to band, stay within kBandBytes however
 // large the image (SD's VAE decoder at 256^2 with 512 channels: 0.5 GB each unbanded).
-// Measured (2 threads): SD VAE decode peak RSS 2.70 GB unbanded, 1.26 GB with 32 MB
-// bands, 1.15 GB with 8 MB; time 8 MB 13 % below 32 MB and 4 % below 2 MB; SD 1.5's
-// UNet 2 % faster with 8 MB than unbanded; cute-mini's fits one band. The ops' userdata.
+// 8 MB: SD VAE decode peak RSS 2.70 GB unbanded, 1.15 GB so, and faster than 2 or
+// 32 MB bands (docs/benchmarks.md); cute-mini's UNet fits one band. The ops' userdata.
 constexpr int64_t kBandBytes = int64_t{8} << 20;
 struct Band {
     int upsample;     // the input transform reads x upsampled this many times (nearest)
