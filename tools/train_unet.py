@@ -390,7 +390,7 @@ def main() -> int:
         if name == "export":
             s.add_argument("-o", "--output", type=Path, required=True)
             s.add_argument("--dtype", default="f16")
-            s.add_argument("--model-id", default="cute-mini-0.2")
+            s.add_argument("--model-id", default="cute-mini-0.3")
     args = p.parse_args()
     {"prepare": prepare, "train": train, "export": export}[args.cmd](args)
     return 0
