@@ -6,6 +6,7 @@
 #include "vae_decoder.h"
 
 #include "blocks.h"
+#include "vae_inventory.h"
 
 #include "ggml.h"
 
@@ -53,38 +54,7 @@ void walk(const VaeDecoderConfig & c, Visitor && v) {
 }  // namespace
 
 void add_vae_decoder_tensors(const VaeDecoderConfig & c, const std::string & prefix, TensorShapes & out) {
-    struct Inventory {
-        const std::string & prefix;
-        TensorShapes & out;
-        void affine(const std::string & p, int64_t ch) {
-            out[prefix + p + ".weight"] = {ch};
-            out[prefix + p + ".bias"] = {ch};
-        }
-        void conv(const std::string & p, int64_t in, int64_t o, int64_t k) {
-            out[prefix + p + ".weight"] = {o, in, k, k};
-            out[prefix + p + ".bias"] = {o};
-        }
-        void linear(const std::string & p, int64_t in, int64_t o) {
-            out[prefix + p + ".weight"] = {o, in};
-            out[prefix + p + ".bias"] = {o};
-        }
-        // ResnetBlock2D without time embedding; 1x1 conv_shortcut when the channels change.
-        void resnet(const std::string & p, int64_t in, int64_t o) {
-            affine(p + ".norm1", in);
-            conv(p + ".conv1", in, o, 3);
-            affine(p + ".norm2", o);
-            conv(p + ".conv2", o, o, 3);
-            if (in != o) conv(p + ".conv_shortcut", in, o, 1);
-        }
-        // Attention with group_norm, biased q/k/v and to_out.0.
-        void attention(const std::string & p, int64_t ch) {
-            affine(p + ".group_norm", ch);
-            for (const char * l : {".to_q", ".to_k", ".to_v", ".to_out.0"}) linear(p + l, ch, ch);
-        }
-        void upsample(const std::string & p, int64_t ch) { conv(p + ".conv", ch, ch, 3); }
-        void norm_act(const std::string & p, int64_t ch) { affine(p, ch); }
-        void end(const std::string &) {}
-    } inventory{prefix, out};
+    VaeInventory inventory{prefix, out, "conv_shortcut"};
     walk(c, inventory);
 }
 
