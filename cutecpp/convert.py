@@ -331,17 +331,20 @@ def tiny_decoder_keys(config: dict[str, Any]) -> KeyValues:
     }
 
 
+def _check_vae_blocks(s: dict[str, Any], key: str, only: str, levels: int) -> None:
+    """An AutoencoderKL's up_block_types / down_block_types: `only` that block type, one per level."""
+    blocks = _list(key, s[key])
+    if any(block != only for block in blocks):
+        raise ConvertError(f"{key} = {s[key]!r} is not supported by cutecpp (only {only})")
+    if len(blocks) != levels:
+        raise ConvertError(f"{key} = {s[key]!r}: needs one entry per block_out_channels entry ({levels})")
+
+
 def vae_decoder_keys(config: dict[str, Any]) -> KeyValues:
     """The cutecpp.vae_decoder.* keys for a diffusers AutoencoderKL config.json dict (the decoder half)."""
     s = _settings(config, "AutoencoderKL", VAE_DEFAULTS, VAE_FIXED)
     channels = _u32_list("block_out_channels", s["block_out_channels"])
-    up = _list("up_block_types", s["up_block_types"])
-    if any(block != VAE_UP_BLOCK for block in up):
-        raise ConvertError(f"up_block_types = {s['up_block_types']!r} is not supported by cutecpp "
-                           f"(only {VAE_UP_BLOCK})")
-    if len(up) != len(channels):
-        raise ConvertError(f"up_block_types = {s['up_block_types']!r}: needs one entry per "
-                           f"block_out_channels entry ({len(channels)})")
+    _check_vae_blocks(s, "up_block_types", VAE_UP_BLOCK, len(channels))
     p = "cutecpp.vae_decoder."
     return {
         p + "latent_channels": (U32, _u32("latent_channels", s["latent_channels"]), None),
@@ -394,13 +397,7 @@ def vae_encoder_keys(config: dict[str, Any]) -> KeyValues:
     """
     s = _settings(config, "AutoencoderKL", VAE_DEFAULTS, VAE_ENCODER_FIXED)
     channels = _u32_list("block_out_channels", s["block_out_channels"])
-    down = _list("down_block_types", s["down_block_types"])
-    if any(block != VAE_DOWN_BLOCK for block in down):
-        raise ConvertError(f"down_block_types = {s['down_block_types']!r} is not supported by cutecpp "
-                           f"(only {VAE_DOWN_BLOCK})")
-    if len(down) != len(channels):
-        raise ConvertError(f"down_block_types = {s['down_block_types']!r}: needs one entry per "
-                           f"block_out_channels entry ({len(channels)})")
+    _check_vae_blocks(s, "down_block_types", VAE_DOWN_BLOCK, len(channels))
     p = "cutecpp.vae_encoder."
     return {
         p + "in_channels": (U32, _u32("in_channels", s["in_channels"]), None),

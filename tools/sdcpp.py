@@ -84,9 +84,9 @@ def run(binary: str, folder: Path, dtype: str, side: int, threads: int, runs: in
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     log = proc.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"sd-cli failed ({proc.returncode}): {' '.join(cmd)}\n{log[-3000:]}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"sd-cli failed ({code}): {' '.join(cmd)}\n{log[-3000:]}")
     steps: dict[int, float] = {}
     for m in _STEP.finditer(log.replace("\r", "\n")):
         value = float(m.group(3))

@@ -28,8 +28,12 @@ constexpr int kMaxBatch = 64;
 constexpr int kMaxAlignTokens = 4096;
 constexpr int kMaxImageSide = 4096;  // pixels: an encoder's input, as a decoder's output
 
-void check_batch_and_side(int n, int h, int w, int multiple) {
+void check_batch(int n) {
     if (n < 1 || n > kMaxBatch) fail(CUTECPP_ERR_INVALID_ARGUMENT, "batch size must be 1 to " + std::to_string(kMaxBatch));
+}
+
+void check_batch_and_side(int n, int h, int w, int multiple) {
+    check_batch(n);
     if (h < 1 || w < 1 || h > 1024 || w > 1024 || h % multiple || w % multiple) {
         fail(CUTECPP_ERR_INVALID_ARGUMENT, "latent height and width must be 1 to 1024 and multiples of " +
                                                std::to_string(multiple) + ", got " + std::to_string(h) + "x" +
@@ -224,7 +228,7 @@ void cutecpp_context::vae_decode(const float * latents, int n, int h, int w, flo
 void cutecpp_context::encode(Planned & p, DecoderBuild build, const LatentScaling & scaling, uint32_t in_channels,
                              uint32_t latent_channels, uint32_t downscale, const float * image, int n, int h, int w,
                              float * out) {
-    if (n < 1 || n > kMaxBatch) fail(CUTECPP_ERR_INVALID_ARGUMENT, "batch size must be 1 to " + std::to_string(kMaxBatch));
+    check_batch(n);
     const int f = static_cast<int>(downscale);
     if (h < f || w < f || h > kMaxImageSide || w > kMaxImageSide || h % f || w % f) {
         fail(CUTECPP_ERR_INVALID_ARGUMENT, "image height and width must be multiples of " + std::to_string(f) +
@@ -257,7 +261,7 @@ void cutecpp_context::vae_encode(const float * image, int n, int h, int w, float
 void cutecpp_context::align(const float * states, int n, int t, float * out) {
     if (!model.config.alignment) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no alignment component");
     const AlignmentConfig & c = *model.config.alignment;
-    if (n < 1 || n > kMaxBatch) fail(CUTECPP_ERR_INVALID_ARGUMENT, "batch size must be 1 to " + std::to_string(kMaxBatch));
+    check_batch(n);
     if (t < 1 || t > kMaxAlignTokens) {
         fail(CUTECPP_ERR_INVALID_ARGUMENT, "states must have 1 to " + std::to_string(kMaxAlignTokens) + " tokens, got " +
                                                std::to_string(t));

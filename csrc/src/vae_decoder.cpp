@@ -16,8 +16,6 @@ namespace cutecpp {
 
 namespace {
 
-constexpr float kEps = 1e-6f;  // diffusers fixes resnet_eps and the norms' eps for the VAE
-
 // Walks the decode path in execution order. Names are the AutoencoderKL
 // state-dict prefixes ("decoder.up_blocks.1.resnets.0"). Visitor:
 // conv(name, in, out, kernel), resnet(name, in, out), attention(name, channels),
@@ -71,10 +69,10 @@ ggml_tensor * build_vae_decoder(ggml_context * ctx, const cutecpp_model & model,
         void conv(const std::string & p, int64_t, int64_t, int64_t k) {
             x = nn.conv2d(x, at(p), 1, static_cast<int>(k / 2));
         }
-        void resnet(const std::string & p, int64_t, int64_t) { x = nn.resnet_plain(x, at(p), groups, kEps); }
-        void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kEps); }
+        void resnet(const std::string & p, int64_t, int64_t) { x = nn.resnet_plain(x, at(p), groups, kVaeEps); }
+        void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kVaeEps); }
         void upsample(const std::string & p, int64_t) { x = nn.conv3x3(x, at(p) + ".conv", {2, nullptr, false}); }
-        void norm_act(const std::string & p, int64_t) { x = nn.group_norm(x, at(p), groups, kEps, true); }
+        void norm_act(const std::string & p, int64_t) { x = nn.group_norm(x, at(p), groups, kVaeEps, true); }
         void end(const std::string & p) {
             ggml_set_name(x, at(p).c_str());
             blocks.push_back(x);

@@ -18,8 +18,6 @@ namespace cutecpp {
 
 namespace {
 
-constexpr float kEps = 1e-6f;  // diffusers fixes resnet_eps and the norms' eps for the VAE
-
 // Walks the encode path in execution order. Names are the AutoencoderKL state-dict
 // prefixes ("encoder.down_blocks.1.resnets.0"). Visitor: conv(name, in, out, kernel),
 // resnet(name, in, out), attention(name, channels), downsample(name, channels) (pad
@@ -76,14 +74,14 @@ ggml_tensor * build_vae_encoder(ggml_context * ctx, const cutecpp_model & model,
             x = nn.conv2d(x, at(p), 1, static_cast<int>(k / 2));
         }
         void resnet(const std::string & p, int64_t, int64_t) {
-            x = nn.resnet_plain(x, at(p), groups, kEps, kVaeEncoderShortcut);
+            x = nn.resnet_plain(x, at(p), groups, kVaeEps, kVaeEncoderShortcut);
         }
-        void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kEps); }
+        void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kVaeEps); }
         // F.pad(x, (0, 1, 0, 1)) then Conv2d(stride 2, padding 0), through im2col (Blocks::conv2d).
         void downsample(const std::string & p, int64_t) {
             x = nn.conv2d(ggml_pad(ctx, x, 1, 1, 0, 0), at(p) + ".conv", 2, 0);
         }
-        void norm_act(const std::string & p, int64_t) { x = nn.group_norm(x, at(p), groups, kEps, true); }
+        void norm_act(const std::string & p, int64_t) { x = nn.group_norm(x, at(p), groups, kVaeEps, true); }
         void end(const std::string & p) {
             ggml_set_name(x, at(p).c_str());
             blocks.push_back(x);

@@ -1,6 +1,5 @@
-// The tensors of the SD VAE's layers (diffusers AutoencoderKL), shared by the
-// decoder's and the encoder's walks (vae_decoder.cpp, vae_encoder.cpp): each
-// visited layer's parameters under prefix + its checkpoint name.
+// What the SD VAE's decoder and encoder (diffusers AutoencoderKL; vae_decoder.cpp,
+// vae_encoder.cpp) share: the norms' eps and the tensors of their layers.
 #pragma once
 
 #include "config.h"
@@ -10,6 +9,9 @@
 
 namespace cutecpp {
 
+constexpr float kVaeEps = 1e-6f;  // diffusers fixes resnet_eps and the norms' eps for the VAE
+
+// Each visited layer's parameters under prefix + its checkpoint name.
 struct VaeInventory {
     const std::string & prefix;
     TensorShapes & out;
