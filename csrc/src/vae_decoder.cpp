@@ -59,27 +59,13 @@ void add_vae_decoder_tensors(const VaeDecoderConfig & c, const std::string & pre
 ggml_tensor * build_vae_decoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * latents,
                                 std::vector<ggml_tensor *> & blocks) {
     const VaeDecoderConfig & c = *model.config.vae_decoder;
-    struct Graph {
-        ggml_context * ctx;
-        Blocks nn;
-        int groups;
-        ggml_tensor * x;
-        std::vector<ggml_tensor *> & blocks;
-        static std::string at(const std::string & p) { return "vae_decoder." + p; }
-        void conv(const std::string & p, int64_t, int64_t, int64_t k) {
-            x = nn.conv2d(x, at(p), 1, static_cast<int>(k / 2));
-        }
-        void resnet(const std::string & p, int64_t, int64_t) { x = nn.resnet_plain(x, at(p), groups, kVaeEps); }
-        void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kVaeEps); }
+    // The upsampler: nearest x2 read on the fly by the 3x3 conv.
+    struct Graph : VaeGraph {
         void upsample(const std::string & p, int64_t) { x = nn.conv3x3(x, at(p) + ".conv", {2, nullptr, false}); }
-        void norm_act(const std::string & p, int64_t) { x = nn.group_norm(x, at(p), groups, kVaeEps, true); }
-        void end(const std::string & p) {
-            ggml_set_name(x, at(p).c_str());
-            blocks.push_back(x);
-        }
     };
-    ggml_tensor * x = latents;  // the caller has undone the latent scaling (LatentScaling::unscale)
-    Graph g{ctx, Blocks{ctx, model}, static_cast<int>(c.norm_num_groups), x, blocks};
+    // latents: the caller has undone the latent scaling (LatentScaling::unscale)
+    Graph g{{ctx, Blocks{ctx, model}, "vae_decoder.", "conv_shortcut", static_cast<int>(c.norm_num_groups), latents,
+             blocks}};
     walk(c, g);
     return g.x;
 }

@@ -63,31 +63,14 @@ void add_vae_encoder_tensors(const VaeEncoderConfig & c, const std::string & pre
 ggml_tensor * build_vae_encoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * image,
                                 std::vector<ggml_tensor *> & blocks) {
     const VaeEncoderConfig & c = *model.config.vae_encoder;
-    struct Graph {
-        ggml_context * ctx;
-        Blocks nn;
-        int groups;
-        ggml_tensor * x;
-        std::vector<ggml_tensor *> & blocks;
-        static std::string at(const std::string & p) { return "vae_encoder." + p; }
-        void conv(const std::string & p, int64_t, int64_t, int64_t k) {
-            x = nn.conv2d(x, at(p), 1, static_cast<int>(k / 2));
-        }
-        void resnet(const std::string & p, int64_t, int64_t) {
-            x = nn.resnet_plain(x, at(p), groups, kVaeEps, kVaeEncoderShortcut);
-        }
-        void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kVaeEps); }
+    struct Graph : VaeGraph {
         // F.pad(x, (0, 1, 0, 1)) then Conv2d(stride 2, padding 0), through im2col (Blocks::conv2d).
         void downsample(const std::string & p, int64_t) {
             x = nn.conv2d(ggml_pad(ctx, x, 1, 1, 0, 0), at(p) + ".conv", 2, 0);
         }
-        void norm_act(const std::string & p, int64_t) { x = nn.group_norm(x, at(p), groups, kVaeEps, true); }
-        void end(const std::string & p) {
-            ggml_set_name(x, at(p).c_str());
-            blocks.push_back(x);
-        }
     };
-    Graph g{ctx, Blocks{ctx, model}, static_cast<int>(c.norm_num_groups), image, blocks};
+    Graph g{{ctx, Blocks{ctx, model}, "vae_encoder.", kVaeEncoderShortcut, static_cast<int>(c.norm_num_groups), image,
+             blocks}};
     walk(c, g);
     // DiagonalGaussianDistribution: mean, logvar = chunk(moments, 2, dim=1); mode() is the mean.
     ggml_tensor * m = g.x;

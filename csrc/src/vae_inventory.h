@@ -1,11 +1,16 @@
 // What the SD VAE's decoder and encoder (diffusers AutoencoderKL; vae_decoder.cpp,
-// vae_encoder.cpp) share: the norms' eps and the tensors of their layers.
+// vae_encoder.cpp) share: the norms' eps, the tensors of their layers and the graph
+// of the layers both have (each adds its up- or downsampler).
 #pragma once
 
+#include "blocks.h"
 #include "config.h"
+
+#include "ggml.h"
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace cutecpp {
 
@@ -47,6 +52,27 @@ struct VaeInventory {
     void downsample(const std::string & p, int64_t ch) { conv(p + ".conv", ch, ch, 3); }
     void norm_act(const std::string & p, int64_t ch) { affine(p, ch); }
     void end(const std::string &) {}
+};
+
+// Builds the walked layers on x; names are "<component>." + the checkpoint prefix.
+struct VaeGraph {
+    ggml_context * ctx;
+    Blocks nn;
+    const char * component;  // "vae_decoder." / "vae_encoder."
+    const char * shortcut;   // as VaeInventory's
+    int groups;
+    ggml_tensor * x;
+    std::vector<ggml_tensor *> & blocks;
+
+    std::string at(const std::string & p) const { return component + p; }
+    void conv(const std::string & p, int64_t, int64_t, int64_t k) { x = nn.conv2d(x, at(p), 1, static_cast<int>(k / 2)); }
+    void resnet(const std::string & p, int64_t, int64_t) { x = nn.resnet_plain(x, at(p), groups, kVaeEps, shortcut); }
+    void attention(const std::string & p, int64_t) { x = nn.vae_attention(x, at(p), groups, kVaeEps); }
+    void norm_act(const std::string & p, int64_t) { x = nn.group_norm(x, at(p), groups, kVaeEps, true); }
+    void end(const std::string & p) {
+        ggml_set_name(x, at(p).c_str());
+        blocks.push_back(x);
+    }
 };
 
 }  // namespace cutecpp
