@@ -284,3 +284,18 @@ def test_score_reports_every_field(tiny_model, tmp_path, capsys):
         assert {"centred", "clean", "subject", "centre", "box", "foreground", "stray_blobs"} <= set(r["layout"])
     with Image.open(sheet) as img:
         assert img.width == 8 * 192
+
+
+def test_score_split_takes_training_prompts():
+    """--split train scores prompts of training pictures (combinations the model saw): the captions of
+    make_dataset's train split, not the held-out one's."""
+    import make_dataset
+    from judge.score import heldout_prompts
+
+    held = heldout_prompts(3, start=5)
+    train = heldout_prompts(3, start=5, split="train")
+    for k, (h, t) in enumerate(zip(held, train, strict=True)):
+        assert h["index"] == t["index"] == 5 + k
+        assert h["prompt"] == make_dataset.labels(5 + k, "heldout", 0)["captions"]["zh"][0]
+        assert t["prompt"] == make_dataset.labels(5 + k, "train", 0)["captions"]["zh"][0]
+    assert [p["prompt"] for p in held] != [p["prompt"] for p in train]

@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--judge", default=None, help=JUDGE_HELP)
     s.add_argument("--n", type=int, default=64, help="held-out prompts")
     s.add_argument("--start", type=int, default=0, help="first held-out picture whose caption is a prompt")
+    s.add_argument("--split", choices=("heldout", "train"), default="heldout",
+                   help="train: prompts of training pictures (combinations the model saw; prepare renders train "
+                   "pictures 0 .. --n - 1), to tell what it has not learned from what it does not generalise")
     s.add_argument("--prompts", choices=("caption", "encoder_text"), default="caption",
                    help="each held-out picture's first caption, or its encoder text (canonical words)")
     s.add_argument("--lang", choices=("zh", "en"), default="zh", help="caption language")

@@ -26,7 +26,9 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
   (step, plain MSE, seconds, and the item-weighted loss that was minimised).
   `train --init CKPT` starts a new run from another run's weights (step 0, fresh optimizer);
   `--init cutecpp/data/cute-mini.gguf` from the shipped bundle's (see tools/fit_encoder.py for the
-  autoencoder and latent statistics that go with it when the cache is gone).
+  autoencoder and latent statistics that go with it when the cache is gone). `--init X --widen 2`
+  trains a UNet twice as wide that starts out computing what X's did (tools/widen_unet.py); the
+  checkpoint records the UNet's config, which export uses.
 
 Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDiscreteScheduler):
 x_s = (1 - s) x0 + s noise, the UNet gets timestep 1000 s and predicts noise - x0; s is drawn
@@ -216,11 +218,32 @@ class Data:
         return self.latents[idx].astype(np.float32), padded, mask, self.items[idx].astype(np.float32)
 
 
-def make_models():
+def make_models(unet_config: dict | None = None):
+    """The UNet (cute_mini.UNET, or the shape a checkpoint records) and the alignment module."""
     from alignment_ref import Alignment
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**cute_mini.UNET), Alignment(cute_mini.ALIGNMENT)
+    return UNet2DConditionModel(**(unet_config or cute_mini.UNET)), Alignment(cute_mini.ALIGNMENT)
+
+
+def init_weights(path: Path, device) -> tuple[dict, dict[str, dict]]:
+    """A new run's starting point: (the UNet's config, state dicts for unet/align/ema_unet/ema_align)
+    from a checkpoint or a bundle (.gguf: the shipped model when the cache is gone; its EMA weights
+    start live and EMA alike). A bundle's UNet is cute_mini.UNET at the bundle's widths."""
+    import torch
+
+    if path.suffix == ".gguf":
+        from bundle_weights import component_config, read_state_dict
+
+        config = {**cute_mini.UNET,
+                  "block_out_channels": tuple(component_config(path, "unet")["block_out_channels"])}
+        unet, align = make_models(config)
+        states = {"unet": read_state_dict(path, "unet", unet), "align": read_state_dict(path, "alignment", align)}
+        print(f"new run from the weights of the bundle {path}", file=sys.stderr)
+        return config, {**states, "ema_unet": states["unet"], "ema_align": states["align"]}
+    st = torch.load(path, map_location=device, weights_only=True)
+    print(f"new run from the weights of {path} (its step {int(st['step'])})", file=sys.stderr)
+    return st.get("unet_config", cute_mini.UNET), {k: st[k] for k in ("unet", "align", "ema_unet", "ema_align")}
 
 
 def sample_sigmas(rng_t, n: int, shift: float):
@@ -240,39 +263,45 @@ def train(args) -> None:
     out = TRAIN_DIR / "unet"
     out.mkdir(parents=True, exist_ok=True)
     data = Data()
-    unet, align = make_models()
-    unet.to(device)
-    align.to(device)
-    params = list(unet.parameters()) + list(align.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    ema_unet, ema_align = copy.deepcopy(unet).eval(), copy.deepcopy(align).eval()
     step = 0
     ckpt = out / "latest.pt"
-    weights = {"unet": unet, "align": align, "ema_unet": ema_unet, "ema_align": ema_align}
+    st, states = None, None
     if ckpt.exists():
         st = torch.load(ckpt, map_location=device, weights_only=True)
-        for key, module in weights.items():
-            module.load_state_dict(st[key])
-        opt.load_state_dict(st["opt"])
-        step = int(st["step"])
         if st.get("latent_stats") != data.stats:
             raise SystemExit(f"{ckpt} was trained on other latent statistics than {TRAIN_DIR / 'latents'}: "
                              "move one of them away")
+        if args.widen > 1:
+            raise SystemExit(f"--widen starts a new run: {ckpt} exists (move {out} away first)")
+        config, states, step = st.get("unet_config", cute_mini.UNET), st, int(st["step"])
         print(f"resumed at step {step}", file=sys.stderr)
-    elif args.init and args.init.suffix == ".gguf":
-        # A bundle (the shipped model when the cache is gone): its EMA weights start live and EMA alike.
-        from bundle_weights import read_state_dict
-
-        for component, live, ema in (("unet", unet, ema_unet), ("alignment", align, ema_align)):
-            state = read_state_dict(args.init, component, live)  # read once, loaded into both
-            live.load_state_dict(state)
-            ema.load_state_dict(state)
-        print(f"new run from the weights of the bundle {args.init}", file=sys.stderr)
     elif args.init:
-        st = torch.load(args.init, map_location=device, weights_only=True)
+        config, states = init_weights(args.init, device)
+    elif args.widen > 1:
+        raise SystemExit("--widen needs --init: the weights to widen")
+    else:
+        config = cute_mini.UNET
+    if args.widen > 1:  # Net2Net: a wider UNet that computes (nearly) what the narrow one did
+        from widen_unet import widen
+
+        for key in ("unet", "ema_unet"):
+            wide, states[key] = widen(dict(config), states[key], args.widen, noise=args.widen_noise)
+        print(f"widened {config['block_out_channels']} -> {wide['block_out_channels']}", file=sys.stderr)
+        config = wide
+    unet, align = make_models(config)
+    ema_unet, ema_align = copy.deepcopy(unet).eval(), copy.deepcopy(align).eval()
+    weights = {"unet": unet, "align": align, "ema_unet": ema_unet, "ema_align": ema_align}
+    if states is not None:
         for key, module in weights.items():
-            module.load_state_dict(st[key])
-        print(f"new run from the weights of {args.init} (its step {int(st['step'])})", file=sys.stderr)
+            module.load_state_dict(states[key])
+    for module in weights.values():
+        module.to(device)
+    params = list(unet.parameters()) + list(align.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    if st is not None:
+        opt.load_state_dict(st["opt"])
+    print(f"UNet {tuple(config['block_out_channels'])}: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M "
+          "parameters", file=sys.stderr)
     rng = np.random.default_rng((args.seed, step))
     rng_t = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
     shift = float(cute_mini.SAMPLING["flow_shift"])
@@ -316,7 +345,8 @@ def train(args) -> None:
             if step % args.save_every == 0 or step == args.steps or time.time() - last_save > 600:
                 tmp = ckpt.with_suffix(".tmp")
                 torch.save({**{key: module.state_dict() for key, module in weights.items()},
-                            "opt": opt.state_dict(), "step": step, "latent_stats": data.stats}, tmp)
+                            "opt": opt.state_dict(), "step": step, "latent_stats": data.stats,
+                            "unet_config": dict(config)}, tmp)
                 os.replace(tmp, ckpt)
                 last_save = time.time()
 
@@ -350,7 +380,7 @@ def export(args) -> None:
 
     _check_autoencoder(args.autoencoder)  # the decoder shipped must be the one whose latents trained the UNet
     st = torch.load(TRAIN_DIR / "unet" / "latest.pt", map_location="cpu", weights_only=True)
-    unet, align = make_models()
+    unet, align = make_models(st.get("unet_config"))
     unet.load_state_dict(st["ema_unet"])
     align.load_state_dict(st["ema_align"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -387,6 +417,11 @@ def main() -> int:
             s.add_argument("--log-every", type=int, default=50)
             s.add_argument("--save-every", type=int, default=1000)
             s.add_argument("--init", type=Path, help="start a new run from a checkpoint's or bundle's (.gguf) weights")
+            s.add_argument("--widen", type=int, default=1,
+                           help="with --init: train a UNet this many times wider, starting from the init weights "
+                           "widened so that it computes what they did (tools/widen_unet.py)")
+            s.add_argument("--widen-noise", type=float, default=0.01,
+                           help="noise on the widened weights, relative to each tensor's spread (parts the copies)")
         if name == "export":
             s.add_argument("-o", "--output", type=Path, required=True)
             s.add_argument("--dtype", default="f16")

@@ -44,15 +44,18 @@ def english_gloss(asked: dict) -> str:
     return text
 
 
-def heldout_prompts(n: int, start: int = 0, source: str = "caption", lang: str = "zh", seed: int = 0) -> list[dict]:
-    """Prompts from held-out pictures start .. start + n - 1 (their concepts; nothing is drawn)."""
+def heldout_prompts(n: int, start: int = 0, source: str = "caption", lang: str = "zh", seed: int = 0,
+                    split: str = "heldout") -> list[dict]:
+    """Prompts from held-out pictures start .. start + n - 1 (their concepts; nothing is drawn). With
+    split="train", from training pictures instead: combinations the model has seen (a diagnostic that
+    tells what the model has not learned at all from what it does not generalise)."""
     import make_dataset
 
     from cutecpp.prompt import parse_prompt
 
     out = []
     for index in range(start, start + n):
-        labels = make_dataset.labels(index, "heldout", seed)
+        labels = make_dataset.labels(index, split, seed)
         caps = labels["captions"]
         prompt = labels["encoder_text"] if source == "encoder_text" else (caps.get(lang) or caps["zh"])[0]
         p = parse_prompt(prompt)
@@ -196,8 +199,9 @@ class Renders:
 
     model_id = "dataset-renders"
 
-    def __init__(self, prompts: list[dict]) -> None:
+    def __init__(self, prompts: list[dict], split: str = "heldout") -> None:
         self.index = {p["prompt"]: p["index"] for p in prompts}
+        self.split = split
 
     def generate(self, prompt: str, seed: int = 0, size: int | None = None, **_):
         from types import SimpleNamespace
@@ -206,7 +210,7 @@ class Renders:
 
         t = time.perf_counter()
         size = size or 512
-        image, _ = render(self.index[prompt], "heldout", size)
+        image, _ = render(self.index[prompt], self.split, size)
         meta = {"prompt": prompt, "seed": seed, "size": size, "model": self.model_id}
         return SimpleNamespace(image=image, meta=meta, timings={"total": (time.perf_counter() - t) * 1000})
 
@@ -220,21 +224,23 @@ def run(args) -> dict:
     if not status["validated"]:
         print(f"warning: the judge is not validated ({status['why']}); its figures are not to be trusted",
               file=sys.stderr)
-    prompts = heldout_prompts(args.n, args.start, args.prompts, args.lang)
+    prompts = heldout_prompts(args.n, args.start, args.prompts, args.lang, split=args.split)
     if args.renders:
-        pipe, model_path = Renders(prompts), "dataset renders (tools/make_dataset.py)"
+        pipe, model_path = Renders(prompts, args.split), "dataset renders (tools/make_dataset.py)"
     else:
         pipe = Pipeline.load(args.model, threads=args.threads, text_encoder=args.text_encoder, cache=False)
         model_path = str(pipe.model.info["path"])
     # By default in the training cache, never next to the committed judge (inside the repository).
-    jsonl = Path(args.jsonl) if args.jsonl else infer.DEFAULT_DIR / f"score-{pipe.model_id}-{args.n}.jsonl"
+    tag = "" if args.split == "heldout" else f"-{args.split}"
+    jsonl = Path(args.jsonl) if args.jsonl else infer.DEFAULT_DIR / f"score-{pipe.model_id}{tag}-{args.n}.jsonl"
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     rows, pictures = score(pipe, judge, prompts, seed=args.seed, steps=args.steps, sampler=args.sampler,
                            cfg=args.cfg, size=args.size, jsonl=jsonl, keep=64 if args.sheet else 0)
     summary = summarise(rows)
     summary.update(model=pipe.model_id, model_path=model_path, jsonl=str(jsonl),
                    judge={"path": str(judge.path), "step": judge.step, **status},
-                   prompts={"source": args.prompts, "lang": args.lang, "start": args.start, "n": args.n},
+                   prompts={"source": args.prompts, "lang": args.lang, "start": args.start, "n": args.n,
+                            "split": args.split},
                    # The run's settings; each row keeps its own prompt, understanding and seed.
                    settings={k: v for k, v in (rows[0]["settings"] if rows else {}).items()
                              if k not in ("understood", "seed")})
@@ -245,7 +251,8 @@ def run(args) -> dict:
         summary["sheet"] = str(out)
         print(f"{out}: {len(pictures)} pictures", file=sys.stderr)
     if not args.json:
-        print(f"{pipe.model_id} on {len(rows)} held-out prompts ({args.prompts}, {args.lang}); judge step "
+        which = "held-out" if args.split == "heldout" else "training"
+        print(f"{pipe.model_id} on {len(rows)} {which} prompts ({args.prompts}, {args.lang}); judge step "
               f"{judge.step}{'' if status['validated'] else ' (NOT VALIDATED)'}; per prompt: {jsonl}")
         print(table(summary))
     return {"summary": summary, "rows": rows}
