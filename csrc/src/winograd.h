@@ -16,6 +16,15 @@
 // for ggml's mul_mat, which converts V rows to the matching dot type. For SD
 // 1.5's UNet (541M 3x3 weights) U is 3.8 GB in f32, 1.9 GB in f16, 1.0 GB in
 // q8_0 and 0.5 GB in q4_0.
+//
+// F(4x4, 3x3) was tried (2026-12-02: 36 products per 4x4 tile, 1.78x fewer than
+// here, templated transforms on vec_math.h vectors): with U in f16 a block of the
+// "sd1" test UNet missed the f16 tolerance (2.4e-3 > 2e-3, A^T's 8s amplify U's
+// rounding); with U in f32 it was exact but only 3.5-8 % faster on cute-mini's
+// UNets (batch 1-2, one process, alternating) for 2.25x U (the 64/128/256 UNet's
+// peak RSS 101 -> 187 MB). Not taken: the products already run near the cores'
+// fp32 peak (gemm.h), so the next step is lower-precision arithmetic, not fewer
+// fp32 multiplies.
 #pragma once
 
 #include <cstddef>
