@@ -425,7 +425,7 @@ def main() -> int:
         if name == "export":
             s.add_argument("-o", "--output", type=Path, required=True)
             s.add_argument("--dtype", default="f16")
-            s.add_argument("--model-id", default="cute-mini-0.3")
+            s.add_argument("--model-id", default="cute-mini-0.4")
     args = p.parse_args()
     {"prepare": prepare, "train": train, "export": export}[args.cmd](args)
     return 0
