@@ -290,10 +290,10 @@ def test_score_split_takes_training_prompts():
     """--split train scores prompts of training pictures (combinations the model saw): the captions of
     make_dataset's train split, not the held-out one's."""
     import make_dataset
-    from judge.score import heldout_prompts
+    from judge.score import dataset_prompts
 
-    held = heldout_prompts(3, start=5)
-    train = heldout_prompts(3, start=5, split="train")
+    held = dataset_prompts(3, start=5)
+    train = dataset_prompts(3, start=5, split="train")
     for k, (h, t) in enumerate(zip(held, train, strict=True)):
         assert h["index"] == t["index"] == 5 + k
         assert h["prompt"] == make_dataset.labels(5 + k, "heldout", 0)["captions"]["zh"][0]

@@ -44,10 +44,10 @@ def english_gloss(asked: dict) -> str:
     return text
 
 
-def heldout_prompts(n: int, start: int = 0, source: str = "caption", lang: str = "zh", seed: int = 0,
+def dataset_prompts(n: int, start: int = 0, source: str = "caption", lang: str = "zh", seed: int = 0,
                     split: str = "heldout") -> list[dict]:
-    """Prompts from held-out pictures start .. start + n - 1 (their concepts; nothing is drawn). With
-    split="train", from training pictures instead: combinations the model has seen (a diagnostic that
+    """Prompts from the dataset's pictures start .. start + n - 1 of `split` (their concepts; nothing is
+    drawn): held-out ones by default; "train" gives combinations the model has seen (a diagnostic that
     tells what the model has not learned at all from what it does not generalise)."""
     import make_dataset
 
@@ -224,7 +224,7 @@ def run(args) -> dict:
     if not status["validated"]:
         print(f"warning: the judge is not validated ({status['why']}); its figures are not to be trusted",
               file=sys.stderr)
-    prompts = heldout_prompts(args.n, args.start, args.prompts, args.lang, split=args.split)
+    prompts = dataset_prompts(args.n, args.start, args.prompts, args.lang, split=args.split)
     if args.renders:
         pipe, model_path = Renders(prompts, args.split), "dataset renders (tools/make_dataset.py)"
     else:
