@@ -69,6 +69,7 @@ def info(model_path: str | None, as_json: bool) -> None:
             return
         click.echo(f"cutecpp {data['version']}")
         click.echo(f"ggml features:    {' '.join(data['ggml_features']) or 'none'}")
+        click.echo(f"int8 products:    {data['int8_products'] or 'none (q8_0 runs in ggml)'}")
         click.echo(f"threads:          {data['threads']}")
         click.echo(f"llama-cpp-python: {data['llama_cpp_python']}")
         click.echo(f"default model:    {data['default_model'] or 'none installed yet'}")

@@ -23,6 +23,8 @@ def system_info() -> dict[str, Any]:
     return {
         "version": text(lib.cutecpp_version()),
         "ggml_features": text(lib.cutecpp_cpu_features()).split(),
+        # what cutecpp's own q8_0 kernels run on (a run-time check, not ggml's build flags)
+        "int8_products": text(lib.cutecpp_int8_products()) or None,
         "threads": int(lib.cutecpp_default_threads()),
         "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
         "default_model": str(default) if default else None,

@@ -63,6 +63,16 @@ UNET_CONFIGS: dict[str, dict[str, Any]] = {
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=24, norm_num_groups=8, attention_head_dim=2, use_linear_projection=True,
     ),
+    # For the q8_0 int8 products (test_gemm_q8.py): Linears with 40 outputs (not
+    # a multiple of the 16-output panels), and 3x3 convs of 160+ channels whose
+    # Winograd U is quantized (IC a multiple of 32, IC x OC above the direct
+    # kernel's 128 x 128).
+    "q8": dict(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(40, 160), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=8, attention_head_dim=(5, 8),
+    ),
     # Widths that are not multiples of 8 (the kernels' vector width): every
     # vectorised loop runs its tail (test_fused.py also uses an odd latent side).
     "odd": dict(

@@ -22,7 +22,8 @@ def test_info_json_fields():
     result = CliRunner().invoke(cli, ["info", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert set(data) == {"version", "ggml_features", "threads", "llama_cpp_python", "default_model"}
+    assert set(data) == {"version", "ggml_features", "int8_products", "threads", "llama_cpp_python", "default_model"}
+    assert data["int8_products"] in (None, "avx-vnni", "avx512-vnni")
     assert data["version"] == cutecpp.__version__
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'\nversion = "{data["version"]}"' in pyproject

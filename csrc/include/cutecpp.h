@@ -63,6 +63,9 @@ struct cutecpp_context_params {
 CUTECPP_API const char * cutecpp_version(void);
 // Space separated ggml CPU features that are available, e.g. "AVX2 F16C FMA".
 CUTECPP_API const char * cutecpp_cpu_features(void);
+// The instruction set q8_0 products run on ("avx-vnni", "avx512-vnni"), or ""
+// where they stay in ggml's mul_mat (no int8 dot products here, or CUTECPP_INT8=0).
+CUTECPP_API const char * cutecpp_int8_products(void);
 // Threads a context uses by default.
 CUTECPP_API int32_t      cutecpp_default_threads(void);
 // Message of the last failed call on this thread ("" if none).

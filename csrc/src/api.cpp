@@ -4,6 +4,7 @@
 #include "error.h"
 #include "context.h"
 #include "denoise.h"
+#include "gemm_q8.h"
 #include "model.h"
 #include "rng.h"
 #include "sampler.h"
@@ -74,6 +75,11 @@ const char * cutecpp_cpu_features(void) {
         }
     }();
     return features.c_str();
+}
+
+const char * cutecpp_int8_products(void) {
+    const char * isa = gemm_q8::isa();
+    return isa ? isa : "";
 }
 
 int32_t cutecpp_default_threads(void) {

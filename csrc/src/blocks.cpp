@@ -5,6 +5,7 @@
 #include "error.h"
 #include "fused.h"
 #include "gemm.h"
+#include "gemm_q8.h"
 #include "pointwise_conv.h"
 #include "winograd.h"
 
@@ -26,7 +27,9 @@ ggml_tensor * Blocks::linear(ggml_tensor * x, const std::string & p, bool bias) 
     ggml_tensor * w = weight(p + ".weight");
     if (fused::enabled() && x->type == GGML_TYPE_F32) {
         if (ggml_tensor * panels = model.panel_weight(p + ".weight")) {
-            return gemm::linear(ctx, x, panels, ggml_nelements(w) / panels->ne[1], bias ? weight(p + ".bias") : nullptr);
+            ggml_tensor * b = bias ? weight(p + ".bias") : nullptr;
+            if (panels->type == GGML_TYPE_I8) return gemm_q8::linear(ctx, x, panels, w->ne[1], b);
+            return gemm::linear(ctx, x, panels, ggml_nelements(w) / panels->ne[1], b);
         }
     }
     // A 1x1 conv kernel [1, 1, IC, OC] is the same matrix as a Linear's [IC, OC].
@@ -79,6 +82,10 @@ bool env_on(const char * name) {
 // decoder at 512^2 842 ms with these limits, 1,536 ms with its 64 x 64 convs on
 // Winograd; SD's VAE decoder 12.5 s with them, 12.4 s with 128 x 128 on
 // Winograd at large images too (within noise). The limits stand.
+// With q8_0 Winograd products on int8 dot products (gemm_q8.h, U GGML_TYPE_I8),
+// the 64 x 64 limit for them too made the 64/128/256 UNet (q8_0, batch 2) 7 %
+// faster (28.8 vs 31.1 ms) but doubled the "sd1" test UNet's error against
+// diffusers (7.5e-3 to 1.0e-2 vs 2.7e-3 to 4.1e-3, seeds 0-2): kept at 128 x 128.
 constexpr int64_t kDirectMaxChannelProduct = 64 * 64;
 constexpr int64_t kDirectMaxChannelProductSlow = 128 * 128;  // large images, or a quantized Winograd U
 constexpr int64_t kLargeImage = 128 * 128;

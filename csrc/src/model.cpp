@@ -3,6 +3,7 @@
 #include "direct_conv.h"
 #include "error.h"
 #include "gemm.h"
+#include "gemm_q8.h"
 #include "json.h"
 #include "pointwise_conv.h"
 #include "winograd.h"
@@ -145,7 +146,7 @@ ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) co
     const ggml_tensor * k = it->second;
     const bool supported = kind == Kind::winograd ? winograd::supports_kernel(k)
                            : kind == Kind::direct ? direct_conv::supports_kernel(k)
-                           : kind == Kind::panels ? gemm::supports_weight(k)
+                           : kind == Kind::panels ? gemm::supports_weight(k) || gemm_q8::supports_weight(k)
                                                   : pointwise_conv::supports_kernel(k);
     if (!supported) return nullptr;
     std::lock_guard<std::mutex> lock(transformed_mutex_);
@@ -161,6 +162,11 @@ ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) co
             pointwise_conv::arranged_shape(k, ne);
             t.data.resize(ne[0] * ne[1] * ne[2] * ne[3]);
             pointwise_conv::arrange_kernel(k, t.data.data());
+        } else if (kind == Kind::panels && k->type == GGML_TYPE_Q8_0) {
+            gemm_q8::panel_shape(k->ne[0], k->ne[1], ne);
+            type = GGML_TYPE_I8;
+            t.data.resize((gemm_q8::panel_bytes(k->ne[0], k->ne[1]) + sizeof(float) - 1) / sizeof(float));
+            gemm_q8::pack(k, t.data.data());
         } else if (kind == Kind::panels) {
             gemm::panel_shape(k, ne);
             type = k->type;

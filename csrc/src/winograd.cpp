@@ -2,6 +2,7 @@
 
 #include "custom_op.h"
 #include "gemm.h"
+#include "gemm_q8.h"
 #include "ggml.h"
 
 #include <algorithm>
@@ -182,7 +183,8 @@ bool supports_kernel(const ggml_tensor * k) {
 
 int transformed_type(const ggml_tensor * k, int quantized) {
     if (quantized >= 0 && k->ne[2] % ggml_blck_size(static_cast<ggml_type>(quantized)) == 0) {
-        return quantized;
+        // q8_0 on int8 dot products where the CPU has them (gemm_q8.h), as its panels
+        return quantized == GGML_TYPE_Q8_0 && gemm_q8::isa() ? GGML_TYPE_I8 : quantized;
     }
     return k->type;
 }
@@ -197,6 +199,9 @@ void transformed_shape(const ggml_tensor * k, int type, int64_t ne[4]) {
         ne[0] = gemm::kPanel;
         ne[1] = ic;
         ne[2] = (oc + gemm::kPanel - 1) / gemm::kPanel;
+        ne[3] = kTile;
+    } else if (type == GGML_TYPE_I8) {  // gemm_q8 panels per tile position
+        gemm_q8::panel_shape(ic, oc, ne);
         ne[3] = kTile;
     } else {
         ne[0] = ic;
@@ -236,6 +241,16 @@ void transform_kernel(const ggml_tensor * k, int type, void * dst) {
             }
         }
     }
+    if (t == GGML_TYPE_I8) {  // q8_0 rows first, then gemm_q8's panels of them
+        const size_t row = ggml_row_size(GGML_TYPE_Q8_0, ic);
+        std::vector<char> q8(row * kTile * oc);
+        ggml_quantize_chunk(GGML_TYPE_Q8_0, u32.data(), q8.data(), 0, kTile * oc, ic, nullptr);
+        const size_t per_tile = transformed_bytes(k, type) / kTile;
+        for (int i = 0; i < kTile; ++i) {
+            gemm_q8::pack_rows(q8.data() + i * oc * row, ic, oc, static_cast<char *>(dst) + i * per_tile);
+        }
+        return;
+    }
     if (!panels(t)) {
         ggml_quantize_chunk(t, u32.data(), dst, 0, kTile * oc, ic, nullptr);
         return;
@@ -269,7 +284,9 @@ ggml_tensor * conv2d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * u, int64
                                          const_cast<Band *>(intern(Band{upsample, r0, r1, false})));
         ggml_set_name(v, "winograd input");
         // [OC, tiles, 16]
-        ggml_tensor * m = panels(u->type) ? gemm::linear(ctx, v, u, oc, nullptr) : ggml_mul_mat(ctx, u, v);
+        ggml_tensor * m = panels(u->type)           ? gemm::linear(ctx, v, u, oc, nullptr)
+                          : u->type == GGML_TYPE_I8 ? gemm_q8::linear(ctx, v, u, oc, nullptr)
+                                                    : ggml_mul_mat(ctx, u, v);
         ggml_tensor * out_args[] = {m, bias};
         void * band = const_cast<Band *>(intern(Band{1, r0, r1, y != nullptr}));
         // Later bands write their rows into the first band's output (ggml orders them:

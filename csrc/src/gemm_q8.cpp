@@ -1,0 +1,257 @@
+#include "gemm_q8.h"
+
+#include "custom_op.h"
+
+#include "ggml.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define CUTECPP_Q8_X86 1
+#else
+#define CUTECPP_Q8_X86 0
+#endif
+
+namespace cutecpp::gemm_q8 {
+
+namespace {
+
+constexpr int64_t kRows = 3;           // rows per register tile
+constexpr int64_t kChunk = 16 * kRows;  // rows per work item
+
+enum Isa { kNone = 0, kVex = 1, kEvex = 2 };
+
+// ggml's block_q8_0: an f16 scale, then 32 int8 values.
+constexpr size_t kQ8Bytes = 2 + kBlock;
+
+// Input rows once quantized: nb f32 scales, then K u8 values (q + 128).
+int64_t row_bytes(int64_t k) { return k / kBlock * 4 + k; }
+
+#if CUTECPP_Q8_X86
+
+int cpu_isas() {  // bit kVex: AVX-VNNI, bit kEvex: AVX512-VNNI with 256-bit vectors
+    static const int have = [] {
+        __builtin_cpu_init();
+        int h = 0;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+            if (__builtin_cpu_supports("avxvnni")) h |= 1 << kVex;
+            if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) h |= 1 << kEvex;
+        }
+        return h;
+    }();
+    return have;
+}
+
+// One block of 32 inputs as ggml's AVX2 quantize_row_q8_0: d = amax / 127 rounded to f16,
+// q = round-to-nearest-even(x * 127 / amax); stored as q + 128.
+void quantize_row(const float * x, int64_t k, uint8_t * out) {
+    const int64_t nb = k / kBlock;
+    uint8_t * q = out + nb * 4;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t j = 0; j < nb; ++j) {
+        const float * xb = x + j * kBlock;
+        __m256 v[4];
+        __m256 m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; ++i) {
+            v[i] = _mm256_loadu_ps(xb + 8 * i);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+        }
+        __m128 h = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        const float d = _cvtsh_ss(_cvtss_sh(amax / 127.0f, 0));
+        std::memcpy(out + j * 4, &d, 4);
+        const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[0], id), _MM_FROUND_TO_NEAREST_INT));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[1], id), _MM_FROUND_TO_NEAREST_INT));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[2], id), _MM_FROUND_TO_NEAREST_INT));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[3], id), _MM_FROUND_TO_NEAREST_INT));
+        i0 = _mm256_packs_epi32(i0, i1);
+        i2 = _mm256_packs_epi32(i2, i3);
+        i0 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i0, i2), perm);
+        i0 = _mm256_xor_si256(i0, _mm256_set1_epi8(static_cast<char>(0x80)));  // q + 128 as u8
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + j * kBlock), i0);
+    }
+}
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avxvnni"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
+#endif
+namespace vex {
+#define Q8_DOT _mm256_dpbusd_avx_epi32
+#include "gemm_q8_tile.inc"
+#undef Q8_DOT
+}  // namespace vex
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")
+#endif
+namespace evex {
+#define Q8_DOT _mm256_dpbusd_epi32
+#include "gemm_q8_tile.inc"
+#undef Q8_DOT
+}  // namespace evex
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#else  // not x86: no int8 products here (ggml's mul_mat keeps them)
+
+int cpu_isas() { return 0; }
+void quantize_row(const float *, int64_t, uint8_t *) { GGML_ABORT("gemm_q8: no int8 products on this CPU"); }
+
+#endif
+
+// off: honour CUTECPP_INT8=0 (when weights are packed; a graph on panels already packed runs them).
+int selected_isa(bool off = true) {
+    const char * env = std::getenv("CUTECPP_INT8");
+    const int have = cpu_isas();
+    if (off && env && std::strcmp(env, "0") == 0) return kNone;
+    if (env && std::strcmp(env, "avx512") == 0 && (have & (1 << kEvex))) return kEvex;
+    if (have & (1 << kVex)) return kVex;
+    if (have & (1 << kEvex)) return kEvex;
+    return kNone;
+}
+
+// dst [row_bytes(K), rows...] I8 <- x [K, rows...] f32, rows shared between threads.
+void quantize(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t k = x->ne[0], n = ggml_nrows(x);
+    int64_t r0, r1;
+    custom_op::share(n, ith, nth, r0, r1);
+    for (int64_t r = r0; r < r1; ++r) {
+        quantize_row(static_cast<const float *>(x->data) + r * k, k,
+                     static_cast<uint8_t *>(dst->data) + r * dst->nb[1]);
+    }
+}
+
+// dst [OC, rows, (B)] f32; src quantized rows [row_bytes, rows, (B)], panels
+// [kBlockBytes, nb, blocks, B], bias [OC] (optional).
+void compute(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const int isa = *static_cast<const int *>(userdata);
+    const ggml_tensor * q = dst->src[0];
+    const ggml_tensor * p = dst->src[1];
+    const ggml_tensor * b = dst->src[2];
+    const int64_t nb = p->ne[1], lda = q->nb[1], oc = dst->ne[0], blocks = p->ne[2], batches = p->ne[3];
+    const int64_t n = batches > 1 ? q->ne[1] : ggml_nrows(q);  // rows per batch
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    int64_t i0, i1;
+    custom_op::share(batches * blocks * chunks, ith, nth, i0, i1);
+    if (i0 >= i1) return;
+    std::vector<float> bias(blocks * kPanel, 0.0f);
+    if (b) std::memcpy(bias.data(), b->data, oc * sizeof(float));
+    for (int64_t item = i0; item < i1; ++item) {  // block-major: a thread's items share panels
+        const int64_t bat = item / (blocks * chunks), blk = item / chunks % blocks;
+        const int64_t r0 = (item % chunks) * kChunk, r1 = std::min(n, r0 + kChunk);
+        const auto * panel = static_cast<const uint8_t *>(p->data) + blk * p->nb[2] + bat * p->nb[3];
+        const auto * a = static_cast<const uint8_t *>(q->data) + bat * n * lda;
+        float * y = static_cast<float *>(dst->data) + bat * n * oc;
+        const int64_t width = std::min(kPanel, oc - blk * kPanel);
+        for (int64_t r = r0; r < r1; r += kRows) {
+            const int64_t m = std::min(kRows, r1 - r);
+            float * out = y + r * oc + blk * kPanel;
+#if CUTECPP_Q8_X86
+            if (isa == kEvex) {
+                evex::rows(m, a + r * lda, lda, nb, panel, bias.data() + blk * kPanel, out, oc, width);
+            } else {
+                vex::rows(m, a + r * lda, lda, nb, panel, bias.data() + blk * kPanel, out, oc, width);
+            }
+#else
+            GGML_ABORT("gemm_q8: no int8 products on this CPU (isa %d)", isa);
+#endif
+        }
+    }
+}
+
+}  // namespace
+
+const char * isa() {
+    switch (selected_isa()) {
+        case kVex: return "avx-vnni";
+        case kEvex: return "avx512-vnni";
+        default: return nullptr;
+    }
+}
+
+bool supports_weight(const ggml_tensor * w) {
+    // (a 1x1 conv's [1, 1, K, OC] kernel cannot be q8_0: its rows are 1 wide)
+    return ggml_n_dims(w) <= 2 && w->type == GGML_TYPE_Q8_0 && ggml_is_contiguous(w) && isa() != nullptr;
+}
+
+void panel_shape(int64_t k, int64_t oc, int64_t ne[4]) {
+    ne[0] = kBlockBytes;
+    ne[1] = k / kBlock;
+    ne[2] = (oc + kPanel - 1) / kPanel;
+    ne[3] = 1;
+}
+
+size_t panel_bytes(int64_t k, int64_t oc) {
+    int64_t ne[4];
+    panel_shape(k, oc, ne);
+    return static_cast<size_t>(ne[0] * ne[1] * ne[2]);
+}
+
+void pack_rows(const void * q8_rows, int64_t k, int64_t oc, void * out) {
+    GGML_ASSERT(k % kBlock == 0 && ggml_type_size(GGML_TYPE_Q8_0) == kQ8Bytes);
+    const int64_t nb = k / kBlock, blocks = (oc + kPanel - 1) / kPanel;
+    std::memset(out, 0, static_cast<size_t>(blocks * nb * kBlockBytes));
+    const auto * src = static_cast<const uint8_t *>(q8_rows);
+    auto * dst = static_cast<uint8_t *>(out);
+    for (int64_t o = 0; o < oc; ++o) {
+        const int64_t lane = o % kPanel;
+        for (int64_t j = 0; j < nb; ++j) {
+            const uint8_t * block = src + (o * nb + j) * kQ8Bytes;
+            uint8_t * pb = dst + ((o / kPanel) * nb + j) * kBlockBytes;
+            int16_t sum = 0;
+            for (int64_t i = 0; i < kBlock; ++i) {
+                const auto v = static_cast<int8_t>(block[2 + i]);
+                pb[(i / 4) * 64 + lane * 4 + i % 4] = static_cast<uint8_t>(v);
+                sum = static_cast<int16_t>(sum + v);
+            }
+            std::memcpy(pb + 512 + lane * 2, block, 2);  // the f16 scale as it is
+            std::memcpy(pb + 544 + lane * 2, &sum, 2);
+        }
+    }
+}
+
+void pack(const ggml_tensor * w, void * out) {
+    pack_rows(w->data, w->ne[0], w->ne[1], out);
+}
+
+ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, int64_t oc, ggml_tensor * bias) {
+    const int64_t k = x->ne[0];
+    GGML_ASSERT(x->type == GGML_TYPE_F32 && panels->type == GGML_TYPE_I8 && panels->ne[0] == kBlockBytes);
+    GGML_ASSERT(k == panels->ne[1] * kBlock && oc <= panels->ne[2] * kPanel);
+    GGML_ASSERT(panels->ne[3] == 1 || (x->ne[2] == panels->ne[3] && x->ne[3] == 1));
+    GGML_ASSERT(!bias || (bias->type == GGML_TYPE_F32 && ggml_nelements(bias) == oc));
+    static const int kIsas[] = {kNone, kVex, kEvex};
+    const int isa = selected_isa(false);
+    GGML_ASSERT(isa != kNone);  // the panels were packed, so the CPU has one
+    ggml_tensor * xs[1] = {ggml_is_contiguous(x) ? x : ggml_cont(ctx, x)};
+    ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, row_bytes(k), x->ne[1], x->ne[2], x->ne[3], xs, 1, quantize,
+                                     GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(q, "linear q8 input");
+    ggml_tensor * args[3] = {q, panels, bias};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, oc, x->ne[1], x->ne[2], x->ne[3], args, bias ? 3 : 2, compute,
+                                     GGML_N_TASKS_MAX, const_cast<int *>(&kIsas[isa]));
+    ggml_set_name(y, "linear q8");
+    return y;
+}
+
+}  // namespace cutecpp::gemm_q8

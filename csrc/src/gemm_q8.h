@@ -1,0 +1,60 @@
+// q8_0 products (Linears and Winograd's quantized U) on int8 dot-product
+// instructions, where the CPU has them.
+//
+// ggml's mul_mat computes a q8_0 product by quantizing the input rows to q8_0
+// too and summing int8 x int8 blocks; in a baseline AVX2 build that inner
+// product is maddubs + madd, no faster than the f32 FMA of gemm.h, so q8_0
+// bundles ran slower than f16 ones. AVX-VNNI (and AVX512-VNNI on 256-bit
+// vectors) does 32 u8 x s8 multiply-adds into 8 int32 sums in one instruction
+// (vpdpbusd). This op uses it when the CPU reports it at run time (the build
+// stays baseline AVX2): the inputs are quantized per row and 32-value block
+// exactly as ggml's AVX2 quantize_row_q8_0 does (scale amax / 127 kept as
+// f16, values round(x * 127 / amax)), stored offset by +128 as u8; the
+// weights are packed once per model into panels of 16 outputs:
+//
+//   per 32-value block: int8 w[8 groups of 4 inputs][16 outputs][4]  512 B
+//                       f16 scale[16]                                 32 B
+//                       int16 sum of the block's 32 weights[16]       32 B
+//
+// sum((a + 128) w) - 128 sum(w) = sum(a w), exact in int32; each block then
+// adds scale_w * scale_a * that sum to an f32 accumulator (bias first, blocks
+// in order: the same on any thread count). So the integers are ggml's and the
+// outputs agree with ggml's q8_0 mul_mat to float rounding. A register tile
+// is 3 rows x 16 outputs (the best of 2 x 16 and 3 x 16 measured: 180 GMAC/s
+// on one Zen 4 core for K = OC = 256, against 61 for gemm.h's f16 tile).
+//
+// CUTECPP_INT8=0 keeps q8_0 products in ggml's mul_mat; CUTECPP_INT8=avx512
+// prefers the AVX512-VNNI encoding where the CPU has both. Read when a model
+// packs its weights, so a model loaded after a change sees it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+struct ggml_context;
+struct ggml_tensor;
+
+namespace cutecpp::gemm_q8 {
+
+constexpr int64_t kPanel = 16;          // outputs per panel
+constexpr int64_t kBlock = 32;          // inputs per q8_0 block
+constexpr int64_t kBlockBytes = 576;    // one panel's block: weights, scales, sums
+
+// The instruction set the products would use now ("avx-vnni", "avx512-vnni"),
+// or nullptr: none on this CPU or build, or CUTECPP_INT8=0.
+const char * isa();
+
+// A q8_0 Linear weight [K, OC] this op takes (and isa() is set).
+bool supports_weight(const ggml_tensor * w);
+// Packed panels: GGML_TYPE_I8, [kBlockBytes, K / kBlock, ceil(OC / kPanel), 1].
+void panel_shape(int64_t k, int64_t oc, int64_t ne[4]);
+size_t panel_bytes(int64_t k, int64_t oc);
+// oc rows of k values in ggml's q8_0 blocks -> panels (zero padded to kPanel outputs).
+void pack_rows(const void * q8_rows, int64_t k, int64_t oc, void * out);
+void pack(const ggml_tensor * w, void * out);
+
+// x [K, ...] f32, panels from pack(), bias [OC] f32 or NULL -> [OC, ...].
+// Batched as gemm::linear: panels [.., .., blocks, B] and x [K, rows, B].
+ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, int64_t oc, ggml_tensor * bias);
+
+}  // namespace cutecpp::gemm_q8

@@ -1,0 +1,87 @@
+"""q8_0 products on int8 dot products (csrc/src/gemm_q8.h) against diffusers and ggml's mul_mat.
+
+Where the CPU has AVX-VNNI or AVX512-VNNI, a q8_0 bundle's Linears and quantized
+Winograd products run in cutecpp's int8 kernel; CUTECPP_INT8=0 keeps them in
+ggml's mul_mat, CUTECPP_INT8=avx512 prefers the EVEX encoding. The "q8" test
+UNet has Linears whose outputs are not a multiple of the kernel's 16-output
+panels and 3x3 convs whose Winograd U is quantized, so both uses and the tails
+run. On a CPU without either instruction set the int8 path cannot run: the
+tests that need it skip, the others check ggml's path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bundles import make_unet
+from test_unet_parity import inputs, reference
+
+import cutecpp
+from cutecpp.convert import convert_unet
+from cutecpp.info import system_info
+
+# Measured on the "q8" UNet, seeds 0-2, relative max error against diffusers fp32:
+# ggml's path 1.9e-2 to 2.6e-2, the int8 kernel 2.0e-2 to 2.7e-2 (f16 weights:
+# 1.0e-3 to 1.2e-3). Its wide quantized Winograd convolutions make it larger than
+# the "sd1" UNet's (test_unet_parity.py); the bound leaves ~2x margin.
+Q8_TOL = 5e-2
+
+
+@pytest.fixture(scope="module")
+def q8_bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("q8")
+    make_unet("q8").save_pretrained(folder / "unet")
+    convert_unet(folder / "unet", folder / "q8_0.gguf", "q8_0", model_id="test-q8")
+    return folder / "q8_0.gguf"
+
+
+@pytest.fixture(scope="module")
+def q8_reference():
+    sample, timesteps, context = inputs("q8", side=8, tokens=7)
+    ref, _ = reference(make_unet("q8"), sample, timesteps, context)
+    return (sample, timesteps, context), ref
+
+
+def run(bundle, args, threads=2):
+    # weights are packed for the int8 kernel when a model first uses them: a fresh model per setting
+    return cutecpp.Context(cutecpp.Model.load(bundle), threads=threads).unet(*args)
+
+
+def rel_err(got, ref) -> float:
+    return float(np.abs(got - ref).max()) / float(np.abs(ref).max())
+
+
+@pytest.mark.parametrize("setting", ["0", "1", "avx512"])
+def test_every_setting_within_the_q8_0_tolerance(setting, q8_bundle, q8_reference, monkeypatch):
+    monkeypatch.setenv("CUTECPP_INT8", setting)
+    isa = system_info()["int8_products"]
+    assert isa in ({None} if setting == "0" else {None, "avx-vnni", "avx512-vnni"})
+    args, ref = q8_reference
+    err = rel_err(run(q8_bundle, args), ref)
+    assert err <= Q8_TOL, f"CUTECPP_INT8={setting} ({isa}): relative error {err:.2e}"
+
+
+def test_int8_path_runs_and_both_encodings_agree(q8_bundle, q8_reference, monkeypatch):
+    if system_info()["int8_products"] is None:
+        pytest.skip("this CPU has no AVX-VNNI / AVX512-VNNI")
+    args, ref = q8_reference
+    out = {}
+    for setting in ("0", "1", "avx512"):
+        monkeypatch.setenv("CUTECPP_INT8", setting)
+        out[setting] = run(q8_bundle, args)
+    # the int8 kernel really replaced ggml's products (ggml's own result is not bit-identical) ...
+    assert not np.array_equal(out["0"], out["1"])
+    # ... and is as close to diffusers: the same quantization of weights and inputs
+    assert rel_err(out["1"], ref) <= 1.5 * rel_err(out["0"], ref) + 1e-4
+    # VEX and EVEX vpdpbusd give the same integers, summed in the same order
+    np.testing.assert_array_equal(out["1"], out["avx512"])
+
+
+def test_int8_path_same_result_for_any_thread_count(q8_bundle, q8_reference, monkeypatch):
+    if system_info()["int8_products"] is None:
+        pytest.skip("this CPU has no AVX-VNNI / AVX512-VNNI")
+    monkeypatch.setenv("CUTECPP_INT8", "1")
+    args, _ = q8_reference
+    one = run(q8_bundle, args, threads=1)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(run(q8_bundle, args, threads=threads), one)
