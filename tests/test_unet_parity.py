@@ -26,8 +26,11 @@ F32_TOL = 1e-4
 F16_TOL = 2e-3
 # Measured on the "sd1" config over seeds 0-2, with the Winograd kernels quantized
 # like the bundle (winograd.h): q8_0 3.2e-3 to 4.6e-3, q4_0 3.0e-2 to 3.3e-2 (f16
-# for comparison: 6.5e-4 to 9.8e-4); the bounds leave ~2-3x margin.
-QUANT_TOL = {"q8_0": 1e-2, "q4_0": 1e-1}
+# for comparison: 6.5e-4 to 9.8e-4). Where q8_0 runs on int8 dot products
+# (gemm_q8.h, AVX-VNNI) its 1x1 kernels are quantized too and the inputs of every
+# product: q8_0 1.31e-2 to 1.37e-2 (ggml's products the same hour: 3.6e-3 to
+# 3.7e-3). The bounds leave ~2-3x margin.
+QUANT_TOL = {"q8_0": 3e-2, "q4_0": 1e-1}
 
 
 def inputs(name: str, n: int = 2, side: int = 16, tokens: int = 7, seed: int = 0):

@@ -28,7 +28,7 @@ ggml_tensor * Blocks::linear(ggml_tensor * x, const std::string & p, bool bias) 
     if (fused::enabled() && x->type == GGML_TYPE_F32) {
         if (ggml_tensor * panels = model.panel_weight(p + ".weight")) {
             ggml_tensor * b = bias ? weight(p + ".bias") : nullptr;
-            if (panels->type == GGML_TYPE_I8) return gemm_q8::linear(ctx, x, panels, w->ne[1], b);
+            if (panels->type == GGML_TYPE_I8) return gemm_q8::linear(ctx, x, panels, gemm_q8::weight_oc(w), b);
             return gemm::linear(ctx, x, panels, ggml_nelements(w) / panels->ne[1], b);
         }
     }
@@ -105,7 +105,9 @@ ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride,
     if (stride == 1 && pad == 0 && fused::enabled()) {
         if (ggml_tensor * k = model.pointwise_kernel(p + ".weight")) {
             ggml_tensor * b = bias ? weight(p + ".bias") : nullptr;
-            if (ggml_tensor * y = pointwise_conv::conv2d(ctx, x, k, weight(p + ".weight")->ne[3], b)) return y;
+            const int64_t oc = weight(p + ".weight")->ne[3];
+            if (k->type == GGML_TYPE_I8) return gemm_q8::pointwise(ctx, x, k, oc, b);
+            if (ggml_tensor * y = pointwise_conv::conv2d(ctx, x, k, oc, b)) return y;
         }
     }
     return im2col_conv2d(x, p, stride, pad, bias);

@@ -81,6 +81,57 @@ void quantize_row(const float * x, int64_t k, uint8_t * out) {
     }
 }
 
+// Pixels p0 .. p0 + width of one image's channel-major [C][P] floats -> one
+// panel (kBlockBytes per block of 32 channels): per pixel and block, d = amax / 127
+// as f16, q = round(x * 127 / amax) (ggml's q8_0 rule), their sum.
+void pack_pixels(const float * x, int64_t p_stride, int64_t width, int64_t nb, uint8_t * panel) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t j = 0; j < nb; ++j) {
+        __m256 v[kBlock][2];
+        __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+        for (int64_t i = 0; i < kBlock; ++i) {
+            const float * row = x + (j * kBlock + i) * p_stride;
+            if (width == kPanel) {
+                v[i][0] = _mm256_loadu_ps(row);
+                v[i][1] = _mm256_loadu_ps(row + 8);
+            } else {
+                float t[kPanel] = {};
+                std::memcpy(t, row, width * sizeof(float));
+                v[i][0] = _mm256_loadu_ps(t);
+                v[i][1] = _mm256_loadu_ps(t + 8);
+            }
+            m0 = _mm256_max_ps(m0, _mm256_andnot_ps(sign, v[i][0]));
+            m1 = _mm256_max_ps(m1, _mm256_andnot_ps(sign, v[i][1]));
+        }
+        alignas(32) float amax[kPanel];
+        _mm256_store_ps(amax, m0);
+        _mm256_store_ps(amax + 8, m1);
+        alignas(32) float id[kPanel];
+        uint8_t * pb = panel + j * kBlockBytes;
+        for (int p = 0; p < kPanel; ++p) {
+            const uint16_t d = _cvtss_sh(amax[p] / 127.0f, 0);
+            std::memcpy(pb + 512 + p * 2, &d, 2);
+            id[p] = amax[p] != 0.0f ? 127.0f / amax[p] : 0.0f;
+        }
+        const __m256 id0 = _mm256_load_ps(id), id1 = _mm256_load_ps(id + 8);
+        alignas(32) int32_t q[kBlock][kPanel];
+        for (int64_t i = 0; i < kBlock; ++i) {
+            _mm256_store_si256(reinterpret_cast<__m256i *>(q[i]),
+                               _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i][0], id0), _MM_FROUND_TO_NEAREST_INT)));
+            _mm256_store_si256(reinterpret_cast<__m256i *>(q[i] + 8),
+                               _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i][1], id1), _MM_FROUND_TO_NEAREST_INT)));
+        }
+        for (int p = 0; p < kPanel; ++p) {
+            int16_t sum = 0;
+            for (int64_t i = 0; i < kBlock; ++i) {
+                pb[(i / 4) * 64 + p * 4 + i % 4] = static_cast<uint8_t>(static_cast<int8_t>(q[i][p]));
+                sum = static_cast<int16_t>(sum + q[i][p]);
+            }
+            std::memcpy(pb + 544 + p * 2, &sum, 2);
+        }
+    }
+}
+
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avxvnni"))), apply_to = function)
 #else
@@ -115,6 +166,9 @@ namespace evex {
 
 int cpu_isas() { return 0; }
 void quantize_row(const float *, int64_t, uint8_t *) { GGML_ABORT("gemm_q8: no int8 products on this CPU"); }
+void pack_pixels(const float *, int64_t, int64_t, int64_t, uint8_t *) {
+    GGML_ABORT("gemm_q8: no int8 products on this CPU");
+}
 
 #endif
 
@@ -168,15 +222,69 @@ void compute(ggml_tensor * dst, int ith, int nth, void * userdata) {
             float * out = y + r * oc + blk * kPanel;
 #if CUTECPP_Q8_X86
             if (isa == kEvex) {
-                evex::rows(m, a + r * lda, lda, nb, panel, bias.data() + blk * kPanel, out, oc, width);
+                evex::rows(m, a + r * lda, lda, nb, panel, bias.data() + blk * kPanel, nullptr, out, oc, width);
             } else {
-                vex::rows(m, a + r * lda, lda, nb, panel, bias.data() + blk * kPanel, out, oc, width);
+                vex::rows(m, a + r * lda, lda, nb, panel, bias.data() + blk * kPanel, nullptr, out, oc, width);
             }
 #else
             GGML_ABORT("gemm_q8: no int8 products on this CPU (isa %d)", isa);
 #endif
         }
     }
+}
+
+// dst panels [kBlockBytes, nb, ceil(P / 16), N] I8 <- x [W, H, C, N] f32.
+void pack_image(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    const int64_t p = x->ne[0] * x->ne[1], c = x->ne[2], blocks = dst->ne[2];
+    int64_t i0, i1;
+    custom_op::share(blocks * x->ne[3], ith, nth, i0, i1);
+    for (int64_t item = i0; item < i1; ++item) {
+        const int64_t n = item / blocks, blk = item % blocks;
+        pack_pixels(static_cast<const float *>(x->data) + n * c * p + blk * kPanel, p, std::min(kPanel, p - blk * kPanel),
+                    c / kBlock, static_cast<uint8_t *>(dst->data) + n * dst->nb[3] + blk * dst->nb[2]);
+    }
+}
+
+// dst [W, H, OC, N] f32; src kernel rows [row_bytes, OC], pixel panels, bias [OC] (optional).
+void compute_pointwise(ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const int isa = *static_cast<const int *>(userdata);
+    const ggml_tensor * w = dst->src[0];
+    const ggml_tensor * x = dst->src[1];
+    const ggml_tensor * b = dst->src[2];
+    const int64_t p = dst->ne[0] * dst->ne[1], oc = dst->ne[2], nb = x->ne[1], blocks = x->ne[2];
+    const int64_t chunks = (oc + kChunk - 1) / kChunk;
+    int64_t i0, i1;
+    custom_op::share(dst->ne[3] * blocks * chunks, ith, nth, i0, i1);
+    static const float zeros[kPanel] = {};
+    for (int64_t item = i0; item < i1; ++item) {  // a thread's items share pixel panels
+        const int64_t n = item / (blocks * chunks), blk = item / chunks % blocks;
+        const int64_t r0 = (item % chunks) * kChunk, r1 = std::min(oc, r0 + kChunk);
+        const auto * panel = static_cast<const uint8_t *>(x->data) + n * x->nb[3] + blk * x->nb[2];
+        const int64_t width = std::min(kPanel, p - blk * kPanel);
+        float * y = static_cast<float *>(dst->data) + n * oc * p + blk * kPanel;
+        for (int64_t r = r0; r < r1; r += kRows) {
+            const int64_t m = std::min(kRows, r1 - r);
+            const auto * a = static_cast<const uint8_t *>(w->data) + r * w->nb[1];
+            const float * rb = b ? static_cast<const float *>(b->data) + r : nullptr;
+#if CUTECPP_Q8_X86
+            if (isa == kEvex) {
+                evex::rows(m, a, w->nb[1], nb, panel, zeros, rb, y + r * p, p, width);
+            } else {
+                vex::rows(m, a, w->nb[1], nb, panel, zeros, rb, y + r * p, p, width);
+            }
+#else
+            GGML_ABORT("gemm_q8: no int8 products on this CPU (isa %d)", isa);
+#endif
+        }
+    }
+}
+
+const int * kernel_isa() {  // for a graph on weights already packed: the best the CPU has
+    static const int kIsas[] = {kNone, kVex, kEvex};
+    const int isa = selected_isa(false);
+    GGML_ASSERT(isa != kNone);
+    return &kIsas[isa];
 }
 
 }  // namespace
@@ -193,6 +301,16 @@ bool supports_weight(const ggml_tensor * w) {
     // (a 1x1 conv's [1, 1, K, OC] kernel cannot be q8_0: its rows are 1 wide)
     return ggml_n_dims(w) <= 2 && w->type == GGML_TYPE_Q8_0 && ggml_is_contiguous(w) && isa() != nullptr;
 }
+
+bool supports_float_weight(const ggml_tensor * w) {
+    const bool shape = ggml_n_dims(w) == 4 && w->ne[0] == 1 && w->ne[1] == 1;
+    return shape && (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16) && ggml_is_contiguous(w) &&
+           weight_k(w) % kBlock == 0 && isa() != nullptr;
+}
+
+int64_t weight_k(const ggml_tensor * w) { return ggml_n_dims(w) > 2 ? w->ne[2] : w->ne[0]; }
+
+int64_t weight_oc(const ggml_tensor * w) { return ggml_n_dims(w) > 2 ? w->ne[3] : w->ne[1]; }
 
 void panel_shape(int64_t k, int64_t oc, int64_t ne[4]) {
     ne[0] = kBlockBytes;
@@ -231,7 +349,17 @@ void pack_rows(const void * q8_rows, int64_t k, int64_t oc, void * out) {
 }
 
 void pack(const ggml_tensor * w, void * out) {
-    pack_rows(w->data, w->ne[0], w->ne[1], out);
+    const int64_t k = weight_k(w), oc = weight_oc(w);
+    if (w->type == GGML_TYPE_Q8_0) return pack_rows(w->data, k, oc, out);
+    std::vector<float> rows(static_cast<size_t>(k * oc));  // oc rows of k, as the file has them
+    if (w->type == GGML_TYPE_F16) {
+        ggml_fp16_to_fp32_row(static_cast<const ggml_fp16_t *>(w->data), rows.data(), k * oc);
+    } else {
+        std::memcpy(rows.data(), w->data, rows.size() * sizeof(float));
+    }
+    std::vector<char> q8(ggml_row_size(GGML_TYPE_Q8_0, k) * oc);
+    ggml_quantize_chunk(GGML_TYPE_Q8_0, rows.data(), q8.data(), 0, oc, k, nullptr);
+    pack_rows(q8.data(), k, oc, out);
 }
 
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, int64_t oc, ggml_tensor * bias) {
@@ -240,17 +368,60 @@ ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, 
     GGML_ASSERT(k == panels->ne[1] * kBlock && oc <= panels->ne[2] * kPanel);
     GGML_ASSERT(panels->ne[3] == 1 || (x->ne[2] == panels->ne[3] && x->ne[3] == 1));
     GGML_ASSERT(!bias || (bias->type == GGML_TYPE_F32 && ggml_nelements(bias) == oc));
-    static const int kIsas[] = {kNone, kVex, kEvex};
-    const int isa = selected_isa(false);
-    GGML_ASSERT(isa != kNone);  // the panels were packed, so the CPU has one
     ggml_tensor * xs[1] = {ggml_is_contiguous(x) ? x : ggml_cont(ctx, x)};
     ggml_tensor * q = ggml_custom_4d(ctx, GGML_TYPE_I8, row_bytes(k), x->ne[1], x->ne[2], x->ne[3], xs, 1, quantize,
                                      GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(q, "linear q8 input");
     ggml_tensor * args[3] = {q, panels, bias};
     ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, oc, x->ne[1], x->ne[2], x->ne[3], args, bias ? 3 : 2, compute,
-                                     GGML_N_TASKS_MAX, const_cast<int *>(&kIsas[isa]));
+                                     GGML_N_TASKS_MAX, const_cast<int *>(kernel_isa()));
     ggml_set_name(y, "linear q8");
+    return y;
+}
+
+void pointwise_shape(const ggml_tensor * kernel, int64_t ne[4]) {
+    ne[0] = row_bytes(weight_k(kernel));
+    ne[1] = weight_oc(kernel);
+    ne[2] = ne[3] = 1;
+}
+
+void pointwise_arrange(const ggml_tensor * kernel, void * out) {
+    const int64_t k = weight_k(kernel), oc = weight_oc(kernel), nb = k / kBlock;
+    std::vector<float> rows(static_cast<size_t>(k * oc));
+    if (kernel->type == GGML_TYPE_F16) {
+        ggml_fp16_to_fp32_row(static_cast<const ggml_fp16_t *>(kernel->data), rows.data(), k * oc);
+    } else {
+        std::memcpy(rows.data(), kernel->data, rows.size() * sizeof(float));
+    }
+    std::vector<uint8_t> q8(ggml_row_size(GGML_TYPE_Q8_0, k) * oc);
+    ggml_quantize_chunk(GGML_TYPE_Q8_0, rows.data(), q8.data(), 0, oc, k, nullptr);
+    auto * dst = static_cast<uint8_t *>(out);
+    for (int64_t o = 0; o < oc; ++o) {  // the q8_0 blocks as quantized rows: f32 scales, then values + 128
+        uint8_t * row = dst + o * row_bytes(k);
+        for (int64_t j = 0; j < nb; ++j) {
+            const uint8_t * block = q8.data() + (o * nb + j) * kQ8Bytes;
+            ggml_fp16_t h;
+            std::memcpy(&h, block, 2);
+            const float d = ggml_fp16_to_fp32(h);
+            std::memcpy(row + j * 4, &d, 4);
+            for (int64_t i = 0; i < kBlock; ++i) row[nb * 4 + j * kBlock + i] = static_cast<uint8_t>(block[2 + i] ^ 0x80);
+        }
+    }
+}
+
+ggml_tensor * pointwise(ggml_context * ctx, ggml_tensor * x, ggml_tensor * rows, int64_t oc, ggml_tensor * bias) {
+    const int64_t c = x->ne[2], p = x->ne[0] * x->ne[1];
+    GGML_ASSERT(x->type == GGML_TYPE_F32 && rows->type == GGML_TYPE_I8 && c % kBlock == 0);
+    GGML_ASSERT(rows->ne[0] == row_bytes(c) && rows->ne[1] == oc);
+    GGML_ASSERT(!bias || (bias->type == GGML_TYPE_F32 && ggml_nelements(bias) == oc));
+    ggml_tensor * xs[1] = {ggml_is_contiguous(x) ? x : ggml_cont(ctx, x)};
+    ggml_tensor * panels = ggml_custom_4d(ctx, GGML_TYPE_I8, kBlockBytes, c / kBlock, (p + kPanel - 1) / kPanel,
+                                          x->ne[3], xs, 1, pack_image, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(panels, "pointwise q8 input");
+    ggml_tensor * args[3] = {rows, panels, bias};
+    ggml_tensor * y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], oc, x->ne[3], args, bias ? 3 : 2,
+                                     compute_pointwise, GGML_N_TASKS_MAX, const_cast<int *>(kernel_isa()));
+    ggml_set_name(y, "pointwise q8");
     return y;
 }
 

@@ -46,15 +46,34 @@ const char * isa();
 
 // A q8_0 Linear weight [K, OC] this op takes (and isa() is set).
 bool supports_weight(const ggml_tensor * w);
+// An f32 / f16 1x1 conv kernel [1, 1, K, OC] with K a multiple of 32 that pack()
+// can quantize to q8_0 first (for a q8_0 bundle's 1x1 kernels,
+// which the file keeps f16: their rows are 1 wide). isa() is set.
+bool supports_float_weight(const ggml_tensor * w);
 // Packed panels: GGML_TYPE_I8, [kBlockBytes, K / kBlock, ceil(OC / kPanel), 1].
 void panel_shape(int64_t k, int64_t oc, int64_t ne[4]);
 size_t panel_bytes(int64_t k, int64_t oc);
 // oc rows of k values in ggml's q8_0 blocks -> panels (zero padded to kPanel outputs).
 void pack_rows(const void * q8_rows, int64_t k, int64_t oc, void * out);
+// A weight of supports_weight or supports_float_weight -> panels.
 void pack(const ggml_tensor * w, void * out);
+// K and OC of such a weight.
+int64_t weight_k(const ggml_tensor * w);
+int64_t weight_oc(const ggml_tensor * w);
 
 // x [K, ...] f32, panels from pack(), bias [OC] f32 or NULL -> [OC, ...].
 // Batched as gemm::linear: panels [.., .., blocks, B] and x [K, rows, B].
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, int64_t oc, ggml_tensor * bias);
+
+// 1x1 convolutions on the [W, H, C, N] layout: the same products with the roles
+// swapped, so that nothing is transposed in f32. The kernel's OC rows are
+// quantized once as the Linear's inputs are (per row and block an f32 scale,
+// then the u8 values + 128); each evaluation packs every image's pixels into
+// panels of 16 pixels, quantized per pixel and block of 32 channels (f16 scale).
+// For a kernel of supports_float_weight: I8 [row_bytes(IC), OC].
+void pointwise_shape(const ggml_tensor * kernel, int64_t ne[4]);
+void pointwise_arrange(const ggml_tensor * kernel, void * out);
+// x [W, H, IC, N] f32, rows from pointwise_arrange, bias [OC] f32 or NULL -> [W, H, OC, N].
+ggml_tensor * pointwise(ggml_context * ctx, ggml_tensor * x, ggml_tensor * rows, int64_t oc, ggml_tensor * bias);
 
 }  // namespace cutecpp::gemm_q8

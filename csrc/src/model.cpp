@@ -135,6 +135,12 @@ ggml_tensor * cutecpp_model::pointwise_kernel(const std::string & name) const {
     return transformed(name, Kind::pointwise);
 }
 
+bool cutecpp_model::int8_panels(const ggml_tensor * w) const {
+    // q8_0 weights, and in a q8_0 bundle the f16 1x1 kernels the file could not quantize
+    return gemm_q8::supports_weight(w) ||
+           (winograd_quantized_ == GGML_TYPE_Q8_0 && gemm_q8::supports_float_weight(w));
+}
+
 int cutecpp_model::winograd_type(const ggml_tensor * kernel) const {
     return winograd::transformed_type(kernel, winograd_quantized_);
 }
@@ -146,7 +152,7 @@ ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) co
     const ggml_tensor * k = it->second;
     const bool supported = kind == Kind::winograd ? winograd::supports_kernel(k)
                            : kind == Kind::direct ? direct_conv::supports_kernel(k)
-                           : kind == Kind::panels ? gemm::supports_weight(k) || gemm_q8::supports_weight(k)
+                           : kind == Kind::panels ? gemm::supports_weight(k) || int8_panels(k)
                                                   : pointwise_conv::supports_kernel(k);
     if (!supported) return nullptr;
     std::lock_guard<std::mutex> lock(transformed_mutex_);
@@ -158,14 +164,20 @@ ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) co
             direct_conv::arranged_shape(k, ne);
             t.data.resize(ne[0] * ne[1] * ne[2] * ne[3]);
             direct_conv::arrange_kernel(k, t.data.data());
+        } else if (kind == Kind::pointwise && int8_panels(k)) {
+            gemm_q8::pointwise_shape(k, ne);
+            type = GGML_TYPE_I8;
+            t.data.resize((ne[0] * ne[1] + sizeof(float) - 1) / sizeof(float));
+            gemm_q8::pointwise_arrange(k, t.data.data());
         } else if (kind == Kind::pointwise) {
             pointwise_conv::arranged_shape(k, ne);
             t.data.resize(ne[0] * ne[1] * ne[2] * ne[3]);
             pointwise_conv::arrange_kernel(k, t.data.data());
-        } else if (kind == Kind::panels && k->type == GGML_TYPE_Q8_0) {
-            gemm_q8::panel_shape(k->ne[0], k->ne[1], ne);
+        } else if (kind == Kind::panels && int8_panels(k)) {
+            const int64_t kk = gemm_q8::weight_k(k), oc = gemm_q8::weight_oc(k);
+            gemm_q8::panel_shape(kk, oc, ne);
             type = GGML_TYPE_I8;
-            t.data.resize((gemm_q8::panel_bytes(k->ne[0], k->ne[1]) + sizeof(float) - 1) / sizeof(float));
+            t.data.resize((gemm_q8::panel_bytes(kk, oc) + sizeof(float) - 1) / sizeof(float));
             gemm_q8::pack(k, t.data.data());
         } else if (kind == Kind::panels) {
             gemm::panel_shape(k, ne);

@@ -24,10 +24,15 @@ struct cutecpp_model {
     ggml_tensor * winograd_kernel(const std::string & name) const;
     // The same for the direct convolution's arrangement (direct_conv.h).
     ggml_tensor * direct_kernel(const std::string & name) const;
-    // The same for a Linear's (or 1x1 conv's) weight packed into panels (gemm.h).
+    // The same for a Linear's (or 1x1 conv's) weight packed into panels: gemm.h's
+    // (f32 / f16), or gemm_q8.h's (GGML_TYPE_I8) where int8_panels says so.
     ggml_tensor * panel_weight(const std::string & name) const;
-    // The same for a 1x1 conv's arrangement (pointwise_conv.h).
+    // The same for a 1x1 conv's arrangement (pointwise_conv.h; gemm_q8.h's
+    // quantized rows, GGML_TYPE_I8, where int8_panels says so).
     ggml_tensor * pointwise_kernel(const std::string & name) const;
+    // Whether panel_weight packs this weight for the int8 products: q8_0 weights,
+    // and in a q8_0 bundle its f32 / f16 1x1 kernels (quantized like its Winograd U).
+    bool int8_panels(const ggml_tensor * w) const;
     // The type winograd_kernel gives this kernel (before making it).
     int winograd_type(const ggml_tensor * kernel) const;
 
