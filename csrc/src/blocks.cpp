@@ -90,6 +90,26 @@ constexpr int64_t kDirectMaxChannelProduct = 64 * 64;
 constexpr int64_t kDirectMaxChannelProductSlow = 128 * 128;  // large images, or a quantized Winograd U
 constexpr int64_t kLargeImage = 128 * 128;
 
+// A q8_0 bundle's widest convolutions (1024 x 1024 channels or more) on images of
+// at most 8 x 8 pixels (SD 1.5's lowest level) run as im2col products on the int8
+// kernels, the 3x3 kernel itself in panels (cutecpp_model::im2col_panels): 2.25x
+// Winograd's multiplies on the fewest pixels, for 9 / 16 of its U's memory. SD 1.5's
+// UNet (q8_0, one process, alternating, medians of 4): 2,327 vs 2,318 ms, peak RSS
+// 1,314 vs 1,607 MB; cute-mini's 64/128/256 shape (256 channels at 8 x 8) was 28 %
+// slower that way (25.8 vs 20.2 ms), hence the channel bound. CUTECPP_IM2COL_Q8=1
+// takes every such convolution on a small image this way whatever its channels,
+// =0 none (tests compare the paths on small models).
+constexpr int64_t kIm2colMaxPixels = 8 * 8;
+constexpr int64_t kIm2colMinChannelProduct = 1024 * 1024;
+
+// x [W, H, IC, N] -> 3x3 conv, stride 1, padding 1, as one int8 product on im2col's columns.
+ggml_tensor * im2col_q8(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * panels, ggml_tensor * b) {
+    ggml_tensor * cols = ggml_im2col(ctx, w, x, 1, 1, 1, 1, 1, 1, true, GGML_TYPE_F32);  // [IC*9, OW, OH, N]
+    const int64_t ow = cols->ne[1], oh = cols->ne[2], n = cols->ne[3], oc = w->ne[3];
+    ggml_tensor * y = gemm_q8::linear(ctx, ggml_reshape_2d(ctx, cols, cols->ne[0], ow * oh * n), panels, oc, b);
+    return ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, y, oc, ow, oh, n), 2, 0, 1, 3));
+}
+
 bool use_direct(const cutecpp_model & model, const ggml_tensor * kernel, int64_t pixels) {
     const int64_t product = kernel->ne[2] * kernel->ne[3];
     const int u = model.winograd_type(kernel);
@@ -115,18 +135,28 @@ ggml_tensor * Blocks::conv2d(ggml_tensor * x, const std::string & p, int stride,
 
 ggml_tensor * Blocks::conv3x3(ggml_tensor * x, const std::string & p, const ConvFuse & fuse, bool bias) const {
     const std::string name = p + ".weight";
+    ggml_tensor * w = weight(name);
+    const int64_t oc = w->ne[3];
     ggml_tensor * b = bias ? weight(p + ".bias") : nullptr;
-    if (use_direct(model, weight(name), x->ne[0] * x->ne[1] * fuse.upsample * fuse.upsample)) {
+    if (use_direct(model, w, x->ne[0] * x->ne[1] * fuse.upsample * fuse.upsample)) {
         if (ggml_tensor * k = model.direct_kernel(name)) {
-            return direct_conv::conv2d(ctx, x, k, weight(name)->ne[3], b, {fuse.upsample, fuse.residual, fuse.relu});
+            return direct_conv::conv2d(ctx, x, k, oc, b, {fuse.upsample, fuse.residual, fuse.relu});
         }
     }
-    ggml_tensor * u = env_on("CUTECPP_WINOGRAD") ? model.winograd_kernel(name) : nullptr;
-    if (u && winograd::supports_upsample(fuse.upsample)) {
-        x = winograd::conv2d(ctx, x, u, weight(name)->ne[3], b, fuse.upsample);
+    const bool winograd = env_on("CUTECPP_WINOGRAD");
+    const char * force = std::getenv("CUTECPP_IM2COL_Q8");
+    const bool wide = force ? force[0] == '1' : w->ne[2] * oc >= kIm2colMinChannelProduct;
+    const bool im2col = winograd && wide && fuse.upsample == 1 &&
+                        x->ne[0] * x->ne[1] <= kIm2colMaxPixels && model.winograd_type(w) == GGML_TYPE_I8;
+    ggml_tensor * panels = im2col ? model.im2col_panels(name) : nullptr;
+    ggml_tensor * u = winograd && !panels ? model.winograd_kernel(name) : nullptr;
+    if (panels) {
+        x = im2col_q8(ctx, x, w, panels, b);
+    } else if (u && winograd::supports_upsample(fuse.upsample)) {
+        x = winograd::conv2d(ctx, x, u, oc, b, fuse.upsample);
     } else {
         if (fuse.upsample != 1) x = upsample_nearest(x, fuse.upsample);
-        x = u ? winograd::conv2d(ctx, x, u, weight(name)->ne[3], b) : im2col_conv2d(x, p, 1, 1, bias);
+        x = u ? winograd::conv2d(ctx, x, u, oc, b) : im2col_conv2d(x, p, 1, 1, bias);
     }
     if (fuse.residual) x = ggml_add(ctx, x, fuse.residual);
     return fuse.relu ? ggml_relu(ctx, x) : x;

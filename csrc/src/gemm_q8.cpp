@@ -303,12 +303,12 @@ bool supports_weight(const ggml_tensor * w) {
 }
 
 bool supports_float_weight(const ggml_tensor * w) {
-    const bool shape = ggml_n_dims(w) == 4 && w->ne[0] == 1 && w->ne[1] == 1;
+    const bool shape = ggml_n_dims(w) == 4;
     return shape && (w->type == GGML_TYPE_F32 || w->type == GGML_TYPE_F16) && ggml_is_contiguous(w) &&
            weight_k(w) % kBlock == 0 && isa() != nullptr;
 }
 
-int64_t weight_k(const ggml_tensor * w) { return ggml_n_dims(w) > 2 ? w->ne[2] : w->ne[0]; }
+int64_t weight_k(const ggml_tensor * w) { return ggml_n_dims(w) > 2 ? w->ne[0] * w->ne[1] * w->ne[2] : w->ne[0]; }
 
 int64_t weight_oc(const ggml_tensor * w) { return ggml_n_dims(w) > 2 ? w->ne[3] : w->ne[1]; }
 

@@ -46,9 +46,10 @@ const char * isa();
 
 // A q8_0 Linear weight [K, OC] this op takes (and isa() is set).
 bool supports_weight(const ggml_tensor * w);
-// An f32 / f16 1x1 conv kernel [1, 1, K, OC] with K a multiple of 32 that pack()
-// can quantize to q8_0 first (for a q8_0 bundle's 1x1 kernels,
-// which the file keeps f16: their rows are 1 wide). isa() is set.
+// An f32 / f16 conv kernel [KW, KH, IC, OC] whose rows (KW * KH * IC values, im2col's
+// column order) are a multiple of 32 long, that pack() can quantize to q8_0 first:
+// a q8_0 bundle's conv kernels, which the file keeps f16 (their rows are 1 or 3
+// wide). isa() is set.
 bool supports_float_weight(const ggml_tensor * w);
 // Packed panels: GGML_TYPE_I8, [kBlockBytes, K / kBlock, ceil(OC / kPanel), 1].
 void panel_shape(int64_t k, int64_t oc, int64_t ne[4]);
@@ -57,7 +58,7 @@ size_t panel_bytes(int64_t k, int64_t oc);
 void pack_rows(const void * q8_rows, int64_t k, int64_t oc, void * out);
 // A weight of supports_weight or supports_float_weight -> panels.
 void pack(const ggml_tensor * w, void * out);
-// K and OC of such a weight.
+// K (KW * KH * IC for a conv kernel) and OC of such a weight.
 int64_t weight_k(const ggml_tensor * w);
 int64_t weight_oc(const ggml_tensor * w);
 
@@ -70,7 +71,7 @@ ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, 
 // quantized once as the Linear's inputs are (per row and block an f32 scale,
 // then the u8 values + 128); each evaluation packs every image's pixels into
 // panels of 16 pixels, quantized per pixel and block of 32 channels (f16 scale).
-// For a kernel of supports_float_weight: I8 [row_bytes(IC), OC].
+// For a 1x1 kernel of supports_float_weight: I8 [row_bytes(IC), OC].
 void pointwise_shape(const ggml_tensor * kernel, int64_t ne[4]);
 void pointwise_arrange(const ggml_tensor * kernel, void * out);
 // x [W, H, IC, N] f32, rows from pointwise_arrange, bias [OC] f32 or NULL -> [W, H, OC, N].

@@ -135,6 +135,8 @@ ggml_tensor * cutecpp_model::pointwise_kernel(const std::string & name) const {
     return transformed(name, Kind::pointwise);
 }
 
+ggml_tensor * cutecpp_model::im2col_panels(const std::string & name) const { return transformed(name, Kind::im2col); }
+
 bool cutecpp_model::int8_panels(const ggml_tensor * w) const {
     // q8_0 weights, and in a q8_0 bundle the f16 1x1 kernels the file could not quantize
     return gemm_q8::supports_weight(w) ||
@@ -146,13 +148,14 @@ int cutecpp_model::winograd_type(const ggml_tensor * kernel) const {
 }
 
 ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) const {
-    static const char * const kPrefix[] = {"winograd:", "direct:", "panels:", "pointwise:"};
+    static const char * const kPrefix[] = {"winograd:", "direct:", "panels:", "pointwise:", "im2col:"};
     const auto it = tensors.find(name);
     if (it == tensors.end()) return nullptr;
     const ggml_tensor * k = it->second;
     const bool supported = kind == Kind::winograd ? winograd::supports_kernel(k)
                            : kind == Kind::direct ? direct_conv::supports_kernel(k)
                            : kind == Kind::panels ? gemm::supports_weight(k) || int8_panels(k)
+                           : kind == Kind::im2col ? winograd::supports_kernel(k) && int8_panels(k)
                                                   : pointwise_conv::supports_kernel(k);
     if (!supported) return nullptr;
     std::lock_guard<std::mutex> lock(transformed_mutex_);
@@ -173,7 +176,7 @@ ggml_tensor * cutecpp_model::transformed(const std::string & name, Kind kind) co
             pointwise_conv::arranged_shape(k, ne);
             t.data.resize(ne[0] * ne[1] * ne[2] * ne[3]);
             pointwise_conv::arrange_kernel(k, t.data.data());
-        } else if (kind == Kind::panels && int8_panels(k)) {
+        } else if ((kind == Kind::panels && int8_panels(k)) || kind == Kind::im2col) {
             const int64_t kk = gemm_q8::weight_k(k), oc = gemm_q8::weight_oc(k);
             gemm_q8::panel_shape(kk, oc, ne);
             type = GGML_TYPE_I8;

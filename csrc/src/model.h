@@ -30,6 +30,9 @@ struct cutecpp_model {
     // The same for a 1x1 conv's arrangement (pointwise_conv.h; gemm_q8.h's
     // quantized rows, GGML_TYPE_I8, where int8_panels says so).
     ggml_tensor * pointwise_kernel(const std::string & name) const;
+    // The same for a 3x3 kernel as gemm_q8.h panels of its [9 * IC, OC] matrix (an
+    // im2col product), in a q8_0 bundle on a CPU with int8 products; else NULL.
+    ggml_tensor * im2col_panels(const std::string & name) const;
     // Whether panel_weight packs this weight for the int8 products: q8_0 weights,
     // and in a q8_0 bundle its f32 / f16 1x1 kernels (quantized like its Winograd U).
     bool int8_panels(const ggml_tensor * w) const;
@@ -46,7 +49,7 @@ private:
         ggml_context * ctx = nullptr;  // holds the tensor's metadata
         std::vector<float> data;
     };
-    enum class Kind { winograd, direct, panels, pointwise };
+    enum class Kind { winograd, direct, panels, pointwise, im2col };
     // winograd_kernel, direct_kernel, panel_weight or pointwise_kernel; kept by kind and name.
     ggml_tensor * transformed(const std::string & name, Kind kind) const;
     int winograd_quantized_ = -1;  // a ggml_type (Q8_0 / Q4_0), or -1 for none
