@@ -29,8 +29,9 @@ enum Isa { kNone = 0, kVex = 1, kEvex = 2 };
 // ggml's block_q8_0: an f16 scale, then 32 int8 values.
 constexpr size_t kQ8Bytes = 2 + kBlock;
 
-// Input rows once quantized: nb f32 scales, then K u8 values (q + 128).
-int64_t row_bytes(int64_t k) { return k / kBlock * 4 + k; }
+// Input rows once quantized: nb f32 scales, nb int32 corrections (128 x the block's
+// sum of values), then K s8 values.
+int64_t row_bytes(int64_t k) { return k / kBlock * 8 + k; }
 
 #if CUTECPP_Q8_X86
 
@@ -48,10 +49,10 @@ int cpu_isas() {  // bit kVex: AVX-VNNI, bit kEvex: AVX512-VNNI with 256-bit vec
 }
 
 // One block of 32 inputs as ggml's AVX2 quantize_row_q8_0: d = amax / 127 rounded to f16,
-// q = round-to-nearest-even(x * 127 / amax); stored as q + 128.
+// q = round-to-nearest-even(x * 127 / amax); with 128 x sum(q).
 void quantize_row(const float * x, int64_t k, uint8_t * out) {
     const int64_t nb = k / kBlock;
-    uint8_t * q = out + nb * 4;
+    uint8_t * q = out + nb * 8;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t j = 0; j < nb; ++j) {
@@ -76,14 +77,22 @@ void quantize_row(const float * x, int64_t k, uint8_t * out) {
         i0 = _mm256_packs_epi32(i0, i1);
         i2 = _mm256_packs_epi32(i2, i3);
         i0 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i0, i2), perm);
-        i0 = _mm256_xor_si256(i0, _mm256_set1_epi8(static_cast<char>(0x80)));  // q + 128 as u8
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(q + j * kBlock), i0);
+        // sum of the 32 s8 values: |q| sums against the signs, as vpdpbusd would not need
+        const __m256i ones = _mm256_set1_epi8(1);
+        const __m256i pairs = _mm256_maddubs_epi16(ones, i0);  // u8 1 x s8 q, in pairs
+        const __m256i quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(quads), _mm256_extracti128_si256(quads, 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+        const int32_t corr = 128 * _mm_cvtsi128_si32(s);
+        std::memcpy(out + (nb + j) * 4, &corr, 4);
     }
 }
 
 // Pixels p0 .. p0 + width of one image's channel-major [C][P] floats -> one
 // panel (kBlockBytes per block of 32 channels): per pixel and block, d = amax / 127
-// as f16, q = round(x * 127 / amax) (ggml's q8_0 rule), their sum.
+// as f16, q = round(x * 127 / amax) (ggml's q8_0 rule), stored + 128.
 void pack_pixels(const float * x, int64_t p_stride, int64_t width, int64_t nb, uint8_t * panel) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t j = 0; j < nb; ++j) {
@@ -122,12 +131,7 @@ void pack_pixels(const float * x, int64_t p_stride, int64_t width, int64_t nb, u
                                _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i][1], id1), _MM_FROUND_TO_NEAREST_INT)));
         }
         for (int p = 0; p < kPanel; ++p) {
-            int16_t sum = 0;
-            for (int64_t i = 0; i < kBlock; ++i) {
-                pb[(i / 4) * 64 + p * 4 + i % 4] = static_cast<uint8_t>(static_cast<int8_t>(q[i][p]));
-                sum = static_cast<int16_t>(sum + q[i][p]);
-            }
-            std::memcpy(pb + 544 + p * 2, &sum, 2);
+            for (int64_t i = 0; i < kBlock; ++i) pb[(i / 4) * 64 + p * 4 + i % 4] = static_cast<uint8_t>(q[i][p] + 128);
         }
     }
 }
@@ -336,14 +340,10 @@ void pack_rows(const void * q8_rows, int64_t k, int64_t oc, void * out) {
         for (int64_t j = 0; j < nb; ++j) {
             const uint8_t * block = src + (o * nb + j) * kQ8Bytes;
             uint8_t * pb = dst + ((o / kPanel) * nb + j) * kBlockBytes;
-            int16_t sum = 0;
             for (int64_t i = 0; i < kBlock; ++i) {
-                const auto v = static_cast<int8_t>(block[2 + i]);
-                pb[(i / 4) * 64 + lane * 4 + i % 4] = static_cast<uint8_t>(v);
-                sum = static_cast<int16_t>(sum + v);
+                pb[(i / 4) * 64 + lane * 4 + i % 4] = static_cast<uint8_t>(static_cast<int8_t>(block[2 + i]) + 128);
             }
             std::memcpy(pb + 512 + lane * 2, block, 2);  // the f16 scale as it is
-            std::memcpy(pb + 544 + lane * 2, &sum, 2);
         }
     }
 }
@@ -396,15 +396,19 @@ void pointwise_arrange(const ggml_tensor * kernel, void * out) {
     std::vector<uint8_t> q8(ggml_row_size(GGML_TYPE_Q8_0, k) * oc);
     ggml_quantize_chunk(GGML_TYPE_Q8_0, rows.data(), q8.data(), 0, oc, k, nullptr);
     auto * dst = static_cast<uint8_t *>(out);
-    for (int64_t o = 0; o < oc; ++o) {  // the q8_0 blocks as quantized rows: f32 scales, then values + 128
+    for (int64_t o = 0; o < oc; ++o) {  // the q8_0 blocks as quantized rows (row_bytes)
         uint8_t * row = dst + o * row_bytes(k);
         for (int64_t j = 0; j < nb; ++j) {
             const uint8_t * block = q8.data() + (o * nb + j) * kQ8Bytes;
             ggml_fp16_t h;
             std::memcpy(&h, block, 2);
             const float d = ggml_fp16_to_fp32(h);
+            int32_t sum = 0;
+            for (int64_t i = 0; i < kBlock; ++i) sum += static_cast<int8_t>(block[2 + i]);
+            sum *= 128;
             std::memcpy(row + j * 4, &d, 4);
-            for (int64_t i = 0; i < kBlock; ++i) row[nb * 4 + j * kBlock + i] = static_cast<uint8_t>(block[2 + i] ^ 0x80);
+            std::memcpy(row + (nb + j) * 4, &sum, 4);
+            std::memcpy(row + nb * 8 + j * kBlock, block + 2, kBlock);
         }
     }
 }

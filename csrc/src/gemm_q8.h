@@ -9,14 +9,14 @@
 // (vpdpbusd). This op uses it when the CPU reports it at run time (the build
 // stays baseline AVX2): the inputs are quantized per row and 32-value block
 // exactly as ggml's AVX2 quantize_row_q8_0 does (scale amax / 127 kept as
-// f16, values round(x * 127 / amax)), stored offset by +128 as u8; the
-// weights are packed once per model into panels of 16 outputs:
+// f16, values round(x * 127 / amax)), with 128 x each block's sum; the
+// weights are packed once per model into panels of 16 outputs, offset by +128
+// to u8, as large as their q8_0 blocks:
 //
-//   per 32-value block: int8 w[8 groups of 4 inputs][16 outputs][4]  512 B
-//                       f16 scale[16]                                 32 B
-//                       int16 sum of the block's 32 weights[16]       32 B
+//   per 32-value block: u8 w + 128 [8 groups of 4 inputs][16 outputs][4]  512 B
+//                       f16 scale[16]                                       32 B
 //
-// sum((a + 128) w) - 128 sum(w) = sum(a w), exact in int32; each block then
+// sum((w + 128) a) - 128 sum(a) = sum(a w), exact in int32; each block then
 // adds scale_w * scale_a * that sum to an f32 accumulator (bias first, blocks
 // in order: the same on any thread count). So the integers are ggml's and the
 // outputs agree with ggml's q8_0 mul_mat to float rounding. A register tile
@@ -38,7 +38,7 @@ namespace cutecpp::gemm_q8 {
 
 constexpr int64_t kPanel = 16;          // outputs per panel
 constexpr int64_t kBlock = 32;          // inputs per q8_0 block
-constexpr int64_t kBlockBytes = 576;    // one panel's block: weights, scales, sums
+constexpr int64_t kBlockBytes = 544;    // one panel's block: values, scales
 
 // The instruction set the products would use now ("avx-vnni", "avx512-vnni"),
 // or nullptr: none on this CPU or build, or CUTECPP_INT8=0.
@@ -68,9 +68,10 @@ ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, 
 
 // 1x1 convolutions on the [W, H, C, N] layout: the same products with the roles
 // swapped, so that nothing is transposed in f32. The kernel's OC rows are
-// quantized once as the Linear's inputs are (per row and block an f32 scale,
-// then the u8 values + 128); each evaluation packs every image's pixels into
-// panels of 16 pixels, quantized per pixel and block of 32 channels (f16 scale).
+// quantized once as the Linear's inputs are (per row and block an f32 scale and
+// 128 x the block's sum, then the s8 values); each evaluation packs every
+// image's pixels into panels of 16 pixels, quantized per pixel and block of 32
+// channels (f16 scale).
 // For a 1x1 kernel of supports_float_weight: I8 [row_bytes(IC), OC].
 void pointwise_shape(const ggml_tensor * kernel, int64_t ne[4]);
 void pointwise_arrange(const ggml_tensor * kernel, void * out);
