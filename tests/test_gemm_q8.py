@@ -64,6 +64,11 @@ def rel_err(got, ref) -> float:
     return float(np.abs(got - ref).max()) / float(np.abs(ref).max())
 
 
+def set_env(monkeypatch, env: dict[str, str]) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
 def needs_int8():
     if system_info()["int8_products"] is None:
         pytest.skip("this CPU has no AVX-VNNI / AVX512-VNNI")
@@ -73,8 +78,7 @@ def needs_int8():
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_every_setting_within_the_q8_0_tolerance(setting, case, q8_bundle, q8_reference, monkeypatch):
     name, side, env = case
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    set_env(monkeypatch, env)
     monkeypatch.setenv("CUTECPP_INT8", setting)
     isa = system_info()["int8_products"]
     assert isa in ({None} if setting == "0" else {None, "avx-vnni", "avx512-vnni"})
@@ -87,8 +91,7 @@ def test_every_setting_within_the_q8_0_tolerance(setting, case, q8_bundle, q8_re
 def test_int8_path_runs_and_both_encodings_agree(case, q8_bundle, q8_reference, monkeypatch):
     needs_int8()
     name, side, env = case
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    set_env(monkeypatch, env)
     args, ref = q8_reference[side]
     out = {}
     for setting in ("0", "1", "avx512"):
@@ -115,8 +118,7 @@ def test_im2col_products_really_run(q8_bundle, q8_reference, monkeypatch):
 def test_int8_path_same_result_for_any_thread_count(case, q8_bundle, q8_reference, monkeypatch):
     needs_int8()
     name, side, env = case
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    set_env(monkeypatch, env)
     monkeypatch.setenv("CUTECPP_INT8", "1")
     args, _ = q8_reference[side]
     one = run(q8_bundle, args, threads=1)

@@ -85,7 +85,8 @@ bool env_on(const char * name) {
 // With q8_0 Winograd products on int8 dot products (gemm_q8.h, U GGML_TYPE_I8),
 // the 64 x 64 limit for them too made the 64/128/256 UNet (q8_0, batch 2) 7 %
 // faster (28.8 vs 31.1 ms) but doubled the "sd1" test UNet's error against
-// diffusers (7.5e-3 to 1.0e-2 vs 2.7e-3 to 4.1e-3, seeds 0-2): kept at 128 x 128.
+// diffusers (7.5e-3 to 1.0e-2 vs 2.7e-3 to 4.1e-3, seeds 0-2, measured before the
+// 1x1 kernels were quantized too): kept at 128 x 128.
 constexpr int64_t kDirectMaxChannelProduct = 64 * 64;
 constexpr int64_t kDirectMaxChannelProductSlow = 128 * 128;  // large images, or a quantized Winograd U
 constexpr int64_t kLargeImage = 128 * 128;

@@ -348,18 +348,26 @@ void pack_rows(const void * q8_rows, int64_t k, int64_t oc, void * out) {
     }
 }
 
-void pack(const ggml_tensor * w, void * out) {
+namespace {
+// An f32 / f16 weight's oc rows of k values (as the file has them) quantized to q8_0 blocks.
+std::vector<uint8_t> q8_rows(const ggml_tensor * w) {
     const int64_t k = weight_k(w), oc = weight_oc(w);
-    if (w->type == GGML_TYPE_Q8_0) return pack_rows(w->data, k, oc, out);
-    std::vector<float> rows(static_cast<size_t>(k * oc));  // oc rows of k, as the file has them
+    std::vector<float> rows(static_cast<size_t>(k * oc));
     if (w->type == GGML_TYPE_F16) {
         ggml_fp16_to_fp32_row(static_cast<const ggml_fp16_t *>(w->data), rows.data(), k * oc);
     } else {
         std::memcpy(rows.data(), w->data, rows.size() * sizeof(float));
     }
-    std::vector<char> q8(ggml_row_size(GGML_TYPE_Q8_0, k) * oc);
+    std::vector<uint8_t> q8(ggml_row_size(GGML_TYPE_Q8_0, k) * oc);
     ggml_quantize_chunk(GGML_TYPE_Q8_0, rows.data(), q8.data(), 0, oc, k, nullptr);
-    pack_rows(q8.data(), k, oc, out);
+    return q8;
+}
+}  // namespace
+
+void pack(const ggml_tensor * w, void * out) {
+    const int64_t k = weight_k(w), oc = weight_oc(w);
+    if (w->type == GGML_TYPE_Q8_0) return pack_rows(w->data, k, oc, out);
+    pack_rows(q8_rows(w).data(), k, oc, out);
 }
 
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * panels, int64_t oc, ggml_tensor * bias) {
@@ -387,14 +395,7 @@ void pointwise_shape(const ggml_tensor * kernel, int64_t ne[4]) {
 
 void pointwise_arrange(const ggml_tensor * kernel, void * out) {
     const int64_t k = weight_k(kernel), oc = weight_oc(kernel), nb = k / kBlock;
-    std::vector<float> rows(static_cast<size_t>(k * oc));
-    if (kernel->type == GGML_TYPE_F16) {
-        ggml_fp16_to_fp32_row(static_cast<const ggml_fp16_t *>(kernel->data), rows.data(), k * oc);
-    } else {
-        std::memcpy(rows.data(), kernel->data, rows.size() * sizeof(float));
-    }
-    std::vector<uint8_t> q8(ggml_row_size(GGML_TYPE_Q8_0, k) * oc);
-    ggml_quantize_chunk(GGML_TYPE_Q8_0, rows.data(), q8.data(), 0, oc, k, nullptr);
+    const std::vector<uint8_t> q8 = q8_rows(kernel);
     auto * dst = static_cast<uint8_t *>(out);
     for (int64_t o = 0; o < oc; ++o) {  // the q8_0 blocks as quantized rows (row_bytes)
         uint8_t * row = dst + o * row_bytes(k);

@@ -19,9 +19,11 @@
 // sum((w + 128) a) - 128 sum(a) = sum(a w), exact in int32; each block then
 // adds scale_w * scale_a * that sum to an f32 accumulator (bias first, blocks
 // in order: the same on any thread count). So the integers are ggml's and the
-// outputs agree with ggml's q8_0 mul_mat to float rounding. A register tile
-// is 3 rows x 16 outputs (the best of 2 x 16 and 3 x 16 measured: 180 GMAC/s
-// on one Zen 4 core for K = OC = 256, against 61 for gemm.h's f16 tile).
+// outputs agree with ggml's q8_0 vec_dot (and its mul_mat in a one-op graph) to
+// float rounding. A register tile is 3 rows x 16 outputs (the best of 2 x 16
+// and 3 x 16 in a micro-benchmark: 180 GMAC/s on one Zen 4 core for K = OC =
+// 256, against 61 for gemm.h's f16 tile; measured with the inputs as the u8
+// operand, before the operands were swapped for the smaller panels).
 //
 // CUTECPP_INT8=0 keeps q8_0 products in ggml's mul_mat; CUTECPP_INT8=avx512
 // prefers the AVX512-VNNI encoding where the CPU has both. Read when a model

@@ -138,7 +138,8 @@ ggml_tensor * cutecpp_model::pointwise_kernel(const std::string & name) const {
 ggml_tensor * cutecpp_model::im2col_panels(const std::string & name) const { return transformed(name, Kind::im2col); }
 
 bool cutecpp_model::int8_panels(const ggml_tensor * w) const {
-    // q8_0 weights, and in a q8_0 bundle the f16 1x1 kernels the file could not quantize
+    // q8_0 weights, and in a q8_0 bundle the f32 / f16 conv kernels the file could not quantize
+    // (callers ask for 1x1 kernels as panels or rows, 3x3 ones for im2col products)
     return gemm_q8::supports_weight(w) ||
            (winograd_quantized_ == GGML_TYPE_Q8_0 && gemm_q8::supports_float_weight(w));
 }
