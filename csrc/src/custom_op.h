@@ -15,6 +15,20 @@ inline void share(int64_t n, int ith, int nth, int64_t & begin, int64_t & end) {
     end = std::min<int64_t>(n, begin + per);
 }
 
+// The panel products' work split (gemm.h, gemm_q8.h): items of one batch, one
+// block of outputs and one chunk of `chunk` rows of [0, n), block-major so that a
+// thread's items share blocks; f(batch, block, r0, r1) for this thread's items.
+template <class F>
+void for_each_item(int64_t batches, int64_t blocks, int64_t n, int64_t chunk, int ith, int nth, F && f) {
+    const int64_t chunks = (n + chunk - 1) / chunk;
+    int64_t i0, i1;
+    share(batches * blocks * chunks, ith, nth, i0, i1);
+    for (int64_t item = i0; item < i1; ++item) {
+        const int64_t r0 = (item % chunks) * chunk;
+        f(item / (blocks * chunks), item / chunks % blocks, r0, std::min(n, r0 + chunk));
+    }
+}
+
 // ggml keeps an op's userdata pointer for the graph's lifetime: one stable
 // entry per distinct value, shared by every graph of the process.
 template <class T>

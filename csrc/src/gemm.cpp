@@ -94,16 +94,11 @@ void compute(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * b = dst->src[2];
     const int64_t k = x->ne[0], oc = dst->ne[0], blocks = p->ne[2], batches = p->ne[3];
     const int64_t n = batches > 1 ? x->ne[1] : ggml_nrows(x);  // rows per batch
-    const int64_t chunks = (n + kChunk - 1) / kChunk;
-    int64_t i0, i1;
-    custom_op::share(batches * blocks * chunks, ith, nth, i0, i1);
-    if (i0 >= i1) return;
     std::vector<float> bias(blocks * kPanel, 0.0f);
     if (b) std::memcpy(bias.data(), b->data, oc * sizeof(float));
     const bool f16 = p->type == GGML_TYPE_F16;
-    for (int64_t item = i0; item < i1; ++item) {  // block-major: a thread's items share panels
-        const int64_t bat = item / (blocks * chunks), blk = item / chunks % blocks;
-        const int64_t r0 = (item % chunks) * kChunk, r1 = std::min(n, r0 + kChunk);
+    custom_op::for_each_item(batches, blocks, n, kChunk, ith, nth, [&](int64_t bat, int64_t blk, int64_t r0,
+                                                                        int64_t r1) {
         const void * panel = static_cast<const char *>(p->data) + blk * p->nb[2] + bat * p->nb[3];
         const float * xd = static_cast<const float *>(x->data) + bat * n * k;
         float * yd = static_cast<float *>(dst->data) + bat * n * oc;
@@ -117,7 +112,7 @@ void compute(ggml_tensor * dst, int ith, int nth, void *) {
                 rows<false>(m, xd + r * k, k, panel, k, bias.data() + blk * kPanel, out, oc, width);
             }
         }
-    }
+    });
 }
 
 }  // namespace

@@ -125,10 +125,10 @@ void pack_pixels(const float * x, int64_t p_stride, int64_t width, int64_t nb, u
         const __m256 id0 = _mm256_load_ps(id), id1 = _mm256_load_ps(id + 8);
         alignas(32) int32_t q[kBlock][kPanel];
         for (int64_t i = 0; i < kBlock; ++i) {
-            _mm256_store_si256(reinterpret_cast<__m256i *>(q[i]),
-                               _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i][0], id0), _MM_FROUND_TO_NEAREST_INT)));
-            _mm256_store_si256(reinterpret_cast<__m256i *>(q[i] + 8),
-                               _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i][1], id1), _MM_FROUND_TO_NEAREST_INT)));
+            const __m256 r0 = _mm256_round_ps(_mm256_mul_ps(v[i][0], id0), _MM_FROUND_TO_NEAREST_INT);
+            const __m256 r1 = _mm256_round_ps(_mm256_mul_ps(v[i][1], id1), _MM_FROUND_TO_NEAREST_INT);
+            _mm256_store_si256(reinterpret_cast<__m256i *>(q[i]), _mm256_cvtps_epi32(r0));
+            _mm256_store_si256(reinterpret_cast<__m256i *>(q[i] + 8), _mm256_cvtps_epi32(r1));
         }
         for (int p = 0; p < kPanel; ++p) {
             for (int64_t i = 0; i < kBlock; ++i) pb[(i / 4) * 64 + p * 4 + i % 4] = static_cast<uint8_t>(q[i][p] + 128);
@@ -187,6 +187,17 @@ int selected_isa(bool off = true) {
     return kNone;
 }
 
+// One register tile's rows on the instruction set isa (gemm_q8_tile.inc's rows()).
+void rows(int isa, int64_t n, const uint8_t * a, int64_t lda, int64_t nb, const uint8_t * panel, const float * bias,
+          const float * row_bias, float * out, int64_t ldo, int64_t width) {
+#if CUTECPP_Q8_X86
+    if (isa == kEvex) return evex::rows(n, a, lda, nb, panel, bias, row_bias, out, ldo, width);
+    return vex::rows(n, a, lda, nb, panel, bias, row_bias, out, ldo, width);
+#else
+    GGML_ABORT("gemm_q8: no int8 products on this CPU (isa %d)", isa);
+#endif
+}
+
 // dst [row_bytes(K), rows...] I8 <- x [K, rows...] f32, rows shared between threads.
 void quantize(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x = dst->src[0];
@@ -208,15 +219,10 @@ void compute(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * b = dst->src[2];
     const int64_t nb = p->ne[1], lda = q->nb[1], oc = dst->ne[0], blocks = p->ne[2], batches = p->ne[3];
     const int64_t n = batches > 1 ? q->ne[1] : ggml_nrows(q);  // rows per batch
-    const int64_t chunks = (n + kChunk - 1) / kChunk;
-    int64_t i0, i1;
-    custom_op::share(batches * blocks * chunks, ith, nth, i0, i1);
-    if (i0 >= i1) return;
     std::vector<float> bias(blocks * kPanel, 0.0f);
     if (b) std::memcpy(bias.data(), b->data, oc * sizeof(float));
-    for (int64_t item = i0; item < i1; ++item) {  // block-major: a thread's items share panels
-        const int64_t bat = item / (blocks * chunks), blk = item / chunks % blocks;
-        const int64_t r0 = (item % chunks) * kChunk, r1 = std::min(n, r0 + kChunk);
+    custom_op::for_each_item(batches, blocks, n, kChunk, ith, nth, [&](int64_t bat, int64_t blk, int64_t r0,
+                                                                        int64_t r1) {
         const auto * panel = static_cast<const uint8_t *>(p->data) + blk * p->nb[2] + bat * p->nb[3];
         const auto * a = static_cast<const uint8_t *>(q->data) + bat * n * lda;
         float * y = static_cast<float *>(dst->data) + bat * n * oc;
@@ -224,17 +230,9 @@ void compute(ggml_tensor * dst, int ith, int nth, void * userdata) {
         for (int64_t r = r0; r < r1; r += kRows) {
             const int64_t m = std::min(kRows, r1 - r);
             float * out = y + r * oc + blk * kPanel;
-#if CUTECPP_Q8_X86
-            if (isa == kEvex) {
-                evex::rows(m, a + r * lda, lda, nb, panel, bias.data() + blk * kPanel, nullptr, out, oc, width);
-            } else {
-                vex::rows(m, a + r * lda, lda, nb, panel, bias.data() + blk * kPanel, nullptr, out, oc, width);
-            }
-#else
-            GGML_ABORT("gemm_q8: no int8 products on this CPU (isa %d)", isa);
-#endif
+            rows(isa, m, a + r * lda, lda, nb, panel, bias.data() + blk * kPanel, nullptr, out, oc, width);
         }
-    }
+    });
 }
 
 // dst panels [kBlockBytes, nb, ceil(P / 16), N] I8 <- x [W, H, C, N] f32.
@@ -245,8 +243,9 @@ void pack_image(ggml_tensor * dst, int ith, int nth, void *) {
     custom_op::share(blocks * x->ne[3], ith, nth, i0, i1);
     for (int64_t item = i0; item < i1; ++item) {
         const int64_t n = item / blocks, blk = item % blocks;
-        pack_pixels(static_cast<const float *>(x->data) + n * c * p + blk * kPanel, p, std::min(kPanel, p - blk * kPanel),
-                    c / kBlock, static_cast<uint8_t *>(dst->data) + n * dst->nb[3] + blk * dst->nb[2]);
+        const float * pixels = static_cast<const float *>(x->data) + n * c * p + blk * kPanel;
+        pack_pixels(pixels, p, std::min(kPanel, p - blk * kPanel), c / kBlock,
+                    static_cast<uint8_t *>(dst->data) + n * dst->nb[3] + blk * dst->nb[2]);
     }
 }
 
@@ -257,13 +256,10 @@ void compute_pointwise(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor * x = dst->src[1];
     const ggml_tensor * b = dst->src[2];
     const int64_t p = dst->ne[0] * dst->ne[1], oc = dst->ne[2], nb = x->ne[1], blocks = x->ne[2];
-    const int64_t chunks = (oc + kChunk - 1) / kChunk;
-    int64_t i0, i1;
-    custom_op::share(dst->ne[3] * blocks * chunks, ith, nth, i0, i1);
     static const float zeros[kPanel] = {};
-    for (int64_t item = i0; item < i1; ++item) {  // a thread's items share pixel panels
-        const int64_t n = item / (blocks * chunks), blk = item / chunks % blocks;
-        const int64_t r0 = (item % chunks) * kChunk, r1 = std::min(oc, r0 + kChunk);
+    // items: one image, one panel of pixels, one chunk of output channels (the rows here)
+    custom_op::for_each_item(dst->ne[3], blocks, oc, kChunk, ith, nth, [&](int64_t n, int64_t blk, int64_t r0,
+                                                                           int64_t r1) {
         const auto * panel = static_cast<const uint8_t *>(x->data) + n * x->nb[3] + blk * x->nb[2];
         const int64_t width = std::min(kPanel, p - blk * kPanel);
         float * y = static_cast<float *>(dst->data) + n * oc * p + blk * kPanel;
@@ -271,17 +267,9 @@ void compute_pointwise(ggml_tensor * dst, int ith, int nth, void * userdata) {
             const int64_t m = std::min(kRows, r1 - r);
             const auto * a = static_cast<const uint8_t *>(w->data) + r * w->nb[1];
             const float * rb = b ? static_cast<const float *>(b->data) + r : nullptr;
-#if CUTECPP_Q8_X86
-            if (isa == kEvex) {
-                evex::rows(m, a, w->nb[1], nb, panel, zeros, rb, y + r * p, p, width);
-            } else {
-                vex::rows(m, a, w->nb[1], nb, panel, zeros, rb, y + r * p, p, width);
-            }
-#else
-            GGML_ABORT("gemm_q8: no int8 products on this CPU (isa %d)", isa);
-#endif
+            rows(isa, m, a, w->nb[1], nb, panel, zeros, rb, y + r * p, p, width);
         }
-    }
+    });
 }
 
 const int * kernel_isa() {  // for a graph on weights already packed: the best the CPU has
