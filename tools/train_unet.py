@@ -379,7 +379,7 @@ def export(args) -> None:
     from cutecpp.encoder_build import QWEN_CODER_05B
 
     _check_autoencoder(args.autoencoder)  # the decoder shipped must be the one whose latents trained the UNet
-    st = torch.load(TRAIN_DIR / "unet" / "latest.pt", map_location="cpu", weights_only=True)
+    st = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     unet, align = make_models(st.get("unet_config"))
     unet.load_state_dict(st["ema_unet"])
     align.load_state_dict(st["ema_align"])
@@ -426,6 +426,8 @@ def main() -> int:
             s.add_argument("-o", "--output", type=Path, required=True)
             s.add_argument("--dtype", default="f16")
             s.add_argument("--model-id", default="cute-mini-0.4")
+            s.add_argument("--checkpoint", type=Path, default=TRAIN_DIR / "unet" / "latest.pt",
+                           help="the training checkpoint to export (default: the run's newest)")
     args = p.parse_args()
     {"prepare": prepare, "train": train, "export": export}[args.cmd](args)
     return 0
