@@ -23,9 +23,9 @@ TEXT_HIDDEN = 896
 CONTEXT_DIM = 256
 
 # Widths (32, 64, 128): 4.4M parameters, 43 training samples/s here with bf16 (measured with batch 32 on
-# 2 cores), where (64, 128, 256) (16.9M, the DESIGN's orientation) trains at 20/s: the wider UNet needs
-# a GPU session to be trained far enough; the narrow one gets twice the steps in a CPU session and
-# draws twice as fast.
+# 2 cores), where (64, 128, 256) (16.9M, the DESIGN's orientation) trains at 20/s. A run from scratch
+# starts narrow (0.1-0.3 were); the shipped 0.4 is 0.3 widened to (64, 128, 256) with
+# `train_unet.py train --init ... --widen 2`, and runs and bundles record their own widths.
 UNET: dict[str, Any] = dict(
     sample_size=LATENT_SIZE, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
     block_out_channels=(32, 64, 128), layers_per_block=1,
