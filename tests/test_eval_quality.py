@@ -299,3 +299,24 @@ def test_score_split_takes_training_prompts():
         assert h["prompt"] == make_dataset.labels(5 + k, "heldout", 0)["captions"]["zh"][0]
         assert t["prompt"] == make_dataset.labels(5 + k, "train", 0)["captions"]["zh"][0]
     assert [p["prompt"] for p in held] != [p["prompt"] for p in train]
+
+
+def test_tools_warn_when_the_installed_bundle_is_not_the_working_trees(tmp_path, monkeypatch, capsys):
+    """The scoring and README tools load the installed bundle by default: a stale install is said."""
+    import cute_mini
+
+    import cutecpp.info
+
+    tree = ROOT / "cutecpp" / "data" / "cute-mini.gguf"
+    stale = tmp_path / "cute-mini.gguf"
+    stale.write_bytes(tree.read_bytes()[:-1] + b"\x00")  # same size, one byte different
+    monkeypatch.setattr(cutecpp.info, "default_model_path", lambda: stale)
+    cute_mini.warn_if_installed_model_is_stale(None)
+    assert "differs from the working tree" in capsys.readouterr().err
+    cute_mini.warn_if_installed_model_is_stale(tree)  # an explicit --model: nothing to say
+    assert capsys.readouterr().err == ""
+    same = tmp_path / "same.gguf"
+    same.write_bytes(tree.read_bytes())
+    monkeypatch.setattr(cutecpp.info, "default_model_path", lambda: same)
+    cute_mini.warn_if_installed_model_is_stale(None)
+    assert capsys.readouterr().err == ""

@@ -52,3 +52,20 @@ SAMPLING: dict[str, Any] = dict(
     timestep_spacing="linspace", steps_offset=0, flow_shift=3.0, default_sampler="flow_euler",
     default_steps=15, default_cfg=4.0,
 )
+
+
+def warn_if_installed_model_is_stale(model: str | Path | None) -> None:
+    """The tools load the *installed* package's bundle when no --model is given; say so when the working
+    tree's `cutecpp/data/cute-mini.gguf` differs from it (a new export not yet `pip install`ed)."""
+    import filecmp
+    import sys
+
+    from cutecpp.info import default_model_path
+
+    tree = Path(__file__).resolve().parents[1] / "cutecpp" / "data" / "cute-mini.gguf"
+    installed = default_model_path()
+    if model is not None or installed is None or not tree.is_file() or tree.resolve() == installed.resolve():
+        return
+    if not filecmp.cmp(tree, installed, shallow=False):
+        print(f"warning: using the installed {installed}, which differs from the working tree's {tree}; "
+              "reinstall (pip install --no-deps .) or pass --model", file=sys.stderr)

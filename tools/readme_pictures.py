@@ -31,12 +31,15 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
 
+    import cute_mini
+
     from cutecpp import Pipeline, check_prompt
 
     for prompt, _ in PICTURES:
         check = check_prompt(prompt)
         if not check.ok:
             raise SystemExit(f"{prompt}: {check}")
+    cute_mini.warn_if_installed_model_is_stale(args.model)
     pipe = Pipeline.load(args.model, threads=args.threads, cache=False)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

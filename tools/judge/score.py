@@ -228,6 +228,9 @@ def run(args) -> dict:
     if args.renders:
         pipe, model_path = Renders(prompts, args.split), "dataset renders (tools/make_dataset.py)"
     else:
+        import cute_mini
+
+        cute_mini.warn_if_installed_model_is_stale(args.model)
         pipe = Pipeline.load(args.model, threads=args.threads, text_encoder=args.text_encoder, cache=False)
         model_path = str(pipe.model.info["path"])
     # By default in the training cache, never next to the committed judge (inside the repository).
