@@ -60,9 +60,9 @@ def warn_if_installed_model_is_stale(model: str | Path | None) -> None:
     import filecmp
     import sys
 
-    from cutecpp.info import default_model_path
+    from cutecpp.info import DEFAULT_MODEL_FILE, default_model_path
 
-    tree = Path(__file__).resolve().parents[1] / "cutecpp" / "data" / "cute-mini.gguf"
+    tree = Path(__file__).resolve().parents[1] / "cutecpp" / "data" / DEFAULT_MODEL_FILE
     installed = default_model_path()
     if model is not None or installed is None or not tree.is_file() or tree.resolve() == installed.resolve():
         return

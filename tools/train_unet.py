@@ -226,6 +226,11 @@ def make_models(unet_config: dict | None = None):
     return UNet2DConditionModel(**(unet_config or cute_mini.UNET)), Alignment(cute_mini.ALIGNMENT)
 
 
+def run_checkpoint() -> Path:
+    """The run's checkpoint: train resumes it and writes it, export reads it by default."""
+    return TRAIN_DIR / "unet" / "latest.pt"
+
+
 def init_weights(path: Path, device) -> tuple[dict, dict[str, dict]]:
     """A new run's starting point: (the UNet's config, state dicts for unet/align/ema_unet/ema_align)
     from a checkpoint or a bundle (.gguf: the shipped model when the cache is gone; its EMA weights
@@ -260,11 +265,11 @@ def train(args) -> None:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    out = TRAIN_DIR / "unet"
+    ckpt = run_checkpoint()
+    out = ckpt.parent
     out.mkdir(parents=True, exist_ok=True)
     data = Data()
     step = 0
-    ckpt = out / "latest.pt"
     st, states = None, None
     if ckpt.exists():
         st = torch.load(ckpt, map_location=device, weights_only=True)
@@ -379,7 +384,7 @@ def export(args) -> None:
     from cutecpp.encoder_build import QWEN_CODER_05B
 
     _check_autoencoder(args.autoencoder)  # the decoder shipped must be the one whose latents trained the UNet
-    st = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    st = torch.load(args.checkpoint or run_checkpoint(), map_location="cpu", weights_only=True)
     unet, align = make_models(st.get("unet_config"))
     unet.load_state_dict(st["ema_unet"])
     align.load_state_dict(st["ema_align"])
@@ -426,8 +431,8 @@ def main() -> int:
             s.add_argument("-o", "--output", type=Path, required=True)
             s.add_argument("--dtype", default="f16")
             s.add_argument("--model-id", default="cute-mini-0.4")
-            s.add_argument("--checkpoint", type=Path, default=TRAIN_DIR / "unet" / "latest.pt",
-                           help="the training checkpoint to export (default: the run's newest)")
+            s.add_argument("--checkpoint", type=Path, default=None,
+                           help="the training checkpoint to export (default: the run's newest, unet/latest.pt)")
     args = p.parse_args()
     {"prepare": prepare, "train": train, "export": export}[args.cmd](args)
     return 0
