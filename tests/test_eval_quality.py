@@ -320,3 +320,18 @@ def test_tools_warn_when_the_installed_bundle_is_not_the_working_trees(tmp_path,
     monkeypatch.setattr(cutecpp.info, "default_model_path", lambda: same)
     cute_mini.warn_if_installed_model_is_stale(None)
     assert capsys.readouterr().err == ""
+
+
+def test_score_files_of_different_runs_do_not_overwrite_one_another():
+    """The default per-prompt file's name carries --n and every non-default setting (--start, --cfg, --split ...)."""
+    from judge.score import run_tag
+
+    parser = eval_quality.build_parser()
+    def tag(*argv):
+        return run_tag(parser.parse_args(["score", *argv]))
+
+    assert tag("--n", "100") == "-100"
+    names = {tag("--n", "100", *extra) for extra in
+             ((), ("--start", "100"), ("--cfg", "6"), ("--split", "train"), ("--lang", "en"), ("--steps", "8"))}
+    assert len(names) == 6
+    assert tag("--n", "100", "--start", "100", "--cfg", "6") == "-start100-cfg6.0-100"

@@ -67,7 +67,7 @@ def _freeze(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -135,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("freeze", help="a trained judge's EMA weights (float16) -> tools/judge/judge.pt, to commit")
     f.add_argument("--judge", default=None, help="checkpoint or its directory (default: the trained one)")
     f.add_argument("-o", "--output", default=str(infer.FROZEN))
+    return p
 
-    args = p.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     renders = {"train": lambda: args.steps > 0, "validate": lambda: True, "score": lambda: args.renders,
                "freeze": lambda: False}
     if renders[args.command]():

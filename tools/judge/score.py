@@ -215,6 +215,16 @@ class Renders:
         return SimpleNamespace(image=image, meta=meta, timings={"total": (time.perf_counter() - t) * 1000})
 
 
+
+def run_tag(args) -> str:
+    """The per-prompt file's name part: the prompt count and every setting that differs from the default,
+    so that runs with another --start, --cfg or --split do not overwrite one another."""
+    parts = [] if args.split == "heldout" else [args.split]
+    defaults = {"start": 0, "prompts": "caption", "lang": "zh", "seed": 0,
+                "steps": None, "sampler": None, "cfg": None, "size": None}
+    parts += [f"{k}{getattr(args, k)}" for k, d in defaults.items() if getattr(args, k) != d]
+    return "".join(f"-{x}" for x in parts) + f"-{args.n}"
+
 def run(args) -> dict:
     """`eval_quality.py score`."""
     from cutecpp.pipeline import Pipeline
@@ -234,8 +244,7 @@ def run(args) -> dict:
         pipe = Pipeline.load(args.model, threads=args.threads, text_encoder=args.text_encoder, cache=False)
         model_path = str(pipe.model.info["path"])
     # By default in the training cache, never next to the committed judge (inside the repository).
-    tag = "" if args.split == "heldout" else f"-{args.split}"
-    jsonl = Path(args.jsonl) if args.jsonl else infer.DEFAULT_DIR / f"score-{pipe.model_id}{tag}-{args.n}.jsonl"
+    jsonl = Path(args.jsonl) if args.jsonl else infer.DEFAULT_DIR / f"score-{pipe.model_id}{run_tag(args)}.jsonl"
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     rows, pictures = score(pipe, judge, prompts, seed=args.seed, steps=args.steps, sampler=args.sampler,
                            cfg=args.cfg, size=args.size, jsonl=jsonl, keep=64 if args.sheet else 0)
