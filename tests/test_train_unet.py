@@ -75,3 +75,43 @@ def test_item_mask_covers_the_latent_pixels_under_item_boxes():
     want[0, 0] = 1
     assert np.array_equal(mask, want)
     assert not train_unet.item_mask([boxes[0]], 512).any()  # animals are not items
+
+
+def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
+    """Two steps of `train` on a tiny prepared cache: the checkpoint records the step and config, its EMA
+    is the decayed mean of the initial and trained weights, and a second call resumes from it."""
+    cm = train_unet.cute_mini
+    monkeypatch.setattr(train_unet, "TRAIN_DIR", tmp_path)
+    monkeypatch.setattr(cm, "UNET", {**cm.UNET, "block_out_channels": (32, 32, 32)})
+    side, rng = cm.LATENT_SIZE, np.random.default_rng(0)
+    texts = np.array(["小熊 冰山上", "小猫 戴红帽子"])
+    (tmp_path / "latents").mkdir()
+    (tmp_path / "text_states").mkdir()
+    np.savez(tmp_path / "latents" / "shard-00000.npz",
+             latents=rng.standard_normal((2, cm.LATENT_CHANNELS, side, side)).astype(np.float16), texts=texts,
+             items=np.ones((2, side, side), np.uint8))
+    for k, t in enumerate(texts):
+        np.save(train_unet._state_path(str(t)), rng.standard_normal((3 + k, cm.TEXT_HIDDEN)).astype(np.float16))
+    argv = ["train_unet.py", "train", "--batch", "2", "--threads", "1", "--lr", "1e-2", "--item-weight", "3",
+            "--log-every", "1"]
+
+    torch.manual_seed(0)
+    init = train_unet.make_models()[0].state_dict()
+    torch.manual_seed(0)  # the same initial weights inside train
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "1"])
+    assert train_unet.main() == 0
+    st = torch.load(train_unet.run_checkpoint(), weights_only=True)
+    assert st["step"] == 1 and st["unet_config"]["block_out_channels"] == (32, 32, 32)
+    decay = 2 / 11  # min(ema, (1 + step) / (10 + step)) after step 1
+    name = "conv_in.weight"
+    live, ema = st["unet"][name], st["ema_unet"][name]
+    assert not torch.equal(live, init[name])
+    torch.testing.assert_close(ema, decay * init[name] + (1 - decay) * live)
+
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "2"])
+    assert train_unet.main() == 0
+    st2 = torch.load(train_unet.run_checkpoint(), weights_only=True)
+    assert st2["step"] == 2 and not torch.equal(st2["unet"][name], live)
+    rows = [line.split(",") for line in (tmp_path / "unet" / "log.csv").read_text().splitlines()]
+    assert [r[0] for r in rows] == ["1", "2"]
+    assert all(np.isfinite(float(r[1])) and float(r[1]) > 0 for r in rows)  # plain MSE, then the weighted loss
