@@ -335,3 +335,28 @@ def test_score_files_of_different_runs_do_not_overwrite_one_another():
              ((), ("--start", "100"), ("--cfg", "6"), ("--split", "train"), ("--lang", "en"), ("--steps", "8"))}
     assert len(names) == 6
     assert tag("--n", "100", "--start", "100", "--cfg", "6") == "-start100-cfg6.0-100"
+
+
+def test_renders_through_an_autoencoder(tmp_path):
+    """--renders --through-autoencoder: each render goes through the autoencoder's encoder and decoder, the
+    same modules that made the training latents (train_unet.prepare) and decode in the bundle."""
+    import cute_mini
+    import torch
+    from diffusers import AutoencoderTiny
+    from judge.score import Renders
+
+    torch.manual_seed(0)
+    AutoencoderTiny(**cute_mini.TINY_AUTOENCODER).save_pretrained(tmp_path / "ae")
+    prompts = [{"prompt": "小熊 冰山上", "index": 3}]
+    plain = Renders(prompts).generate("小熊 冰山上", size=64).image
+    through = Renders(prompts, autoencoder=str(tmp_path / "ae"))
+    image = through.generate("小熊 冰山上", size=64).image
+    assert through.model_id == "dataset-renders-autoencoded" and image.size == plain.size == (64, 64)
+    x = torch.from_numpy(np.asarray(plain, np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0)
+    with torch.no_grad():
+        y = through.autoencoder.decoder(through.autoencoder.encoder(x))[0].clamp(-1, 1)
+    want = ((y + 1) * 127.5).round().permute(1, 2, 0).numpy()
+    assert np.abs(np.asarray(image, np.float32) - want).max() <= 1.0
+    assert np.abs(np.asarray(image, np.float32) - np.asarray(plain, np.float32)).mean() > 1.0
+    with pytest.raises(SystemExit):
+        eval_quality.main(["score", "--through-autoencoder", str(tmp_path / "ae")])  # needs --renders

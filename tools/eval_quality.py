@@ -6,6 +6,7 @@ generated pictures back into animals, count, items, place, mood and light (docs/
     python tools/eval_quality.py validate [--n 2000] [--json]      # the judge on held-out renders
     python tools/eval_quality.py score [--model M.gguf] [--n 64] [--sheet docs/eval-sheet.png] [--json]
     python tools/eval_quality.py score --renders [--n 64]         # the ceiling: the prompts' own renders
+    python tools/eval_quality.py score --renders --through-autoencoder DIR  # ... through the autoencoder
     python tools/eval_quality.py freeze                             # the trained judge -> tools/judge/judge.pt
 
 State (checkpoint, logs, validation.json) lives in ~/.cache/cutecpp/train/judge/ (--dir / --judge;
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="bundle (default: the shipped model)")
     s.add_argument("--renders", action="store_true",
                    help="score each prompt's own held-out render instead of a model's picture (the ceiling)")
+    s.add_argument("--through-autoencoder", metavar="DIR", default=None,
+                   help="with --renders: each render encoded and decoded by this diffusers AutoencoderTiny "
+                   "(e.g. ~/.cache/cutecpp/train/autoencoder-export): the ceiling the autoencoder leaves a model")
     s.add_argument("--text-encoder", default=None, help="a built text-encoder GGUF (default: the model's own)")
     s.add_argument("--judge", default=None, help=JUDGE_HELP)
     s.add_argument("--n", type=int, default=64, help="held-out prompts")
@@ -139,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "through_autoencoder", None) and not args.renders:
+        parser.error("--through-autoencoder needs --renders")
     renders = {"train": lambda: args.steps > 0, "validate": lambda: True, "score": lambda: args.renders,
                "freeze": lambda: False}
     if renders[args.command]():

@@ -199,9 +199,15 @@ class Renders:
 
     model_id = "dataset-renders"
 
-    def __init__(self, prompts: list[dict], split: str = "heldout") -> None:
+    def __init__(self, prompts: list[dict], split: str = "heldout", autoencoder: str | None = None) -> None:
         self.index = {p["prompt"]: p["index"] for p in prompts}
         self.split = split
+        self.autoencoder = None
+        if autoencoder:  # each render encoded to a latent and decoded again: the autoencoder's ceiling
+            from diffusers import AutoencoderTiny
+
+            self.autoencoder = AutoencoderTiny.from_pretrained(autoencoder).eval()
+            self.model_id = "dataset-renders-autoencoded"
 
     def generate(self, prompt: str, seed: int = 0, size: int | None = None, **_):
         from types import SimpleNamespace
@@ -211,9 +217,21 @@ class Renders:
         t = time.perf_counter()
         size = size or 512
         image, _ = render(self.index[prompt], self.split, size)
+        if self.autoencoder is not None:
+            image = round_trip(self.autoencoder, image)
         meta = {"prompt": prompt, "seed": seed, "size": size, "model": self.model_id}
         return SimpleNamespace(image=image, meta=meta, timings={"total": (time.perf_counter() - t) * 1000})
 
+def round_trip(ae, image):
+    """A picture through an AutoencoderTiny's encoder and decoder (what a perfect UNet's latent gives)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    x = torch.from_numpy(np.asarray(image.convert("RGB"), np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0)
+    with torch.no_grad():
+        y = ae.decode(ae.encode(x).latents).sample[0]
+    return Image.fromarray(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
 
 
 def run_tag(args) -> str:
@@ -236,7 +254,9 @@ def run(args) -> dict:
               file=sys.stderr)
     prompts = dataset_prompts(args.n, args.start, args.prompts, args.lang, split=args.split)
     if args.renders:
-        pipe, model_path = Renders(prompts, args.split), "dataset renders (tools/make_dataset.py)"
+        pipe = Renders(prompts, args.split, args.through_autoencoder)
+        model_path = "dataset renders (tools/make_dataset.py)" + (
+            f" through the autoencoder {args.through_autoencoder}" if args.through_autoencoder else "")
     else:
         import cute_mini
 
