@@ -222,8 +222,9 @@ class Renders:
         meta = {"prompt": prompt, "seed": seed, "size": size, "model": self.model_id}
         return SimpleNamespace(image=image, meta=meta, timings={"total": (time.perf_counter() - t) * 1000})
 
+
 def round_trip(ae, image):
-    """A picture through an AutoencoderTiny's encoder and decoder (what a perfect UNet's latent gives)."""
+    """A picture through an AutoencoderTiny's encoder and decoder: the best a UNet on its latents can draw."""
     import numpy as np
     import torch
     from PIL import Image
@@ -242,6 +243,7 @@ def run_tag(args) -> str:
                 "steps": None, "sampler": None, "cfg": None, "size": None}
     parts += [f"{k}{getattr(args, k)}" for k, d in defaults.items() if getattr(args, k) != d]
     return "".join(f"-{x}" for x in parts) + f"-{args.n}"
+
 
 def run(args) -> dict:
     """`eval_quality.py score`."""
