@@ -358,5 +358,11 @@ def test_renders_through_an_autoencoder(tmp_path):
     want = ((y + 1) * 127.5).round().permute(1, 2, 0).numpy()
     assert np.abs(np.asarray(image, np.float32) - want).max() <= 1.0
     assert np.abs(np.asarray(image, np.float32) - np.asarray(plain, np.float32)).mean() > 1.0
+    fitted = Renders(prompts, autoencoder=str(tmp_path / "ae"), fit_steps=10).generate("小熊 冰山上", size=64).image
+    def err(im):
+        return np.abs(np.asarray(im, np.float32) - np.asarray(plain, np.float32)).mean()
+    assert err(fitted) < err(image)  # latents optimised against the decoder reproduce the render better
     with pytest.raises(SystemExit):
         eval_quality.main(["score", "--through-autoencoder", str(tmp_path / "ae")])  # needs --renders
+    with pytest.raises(SystemExit):
+        eval_quality.main(["score", "--renders", "--fit-latents", "5"])  # needs --through-autoencoder

@@ -199,15 +199,16 @@ class Renders:
 
     model_id = "dataset-renders"
 
-    def __init__(self, prompts: list[dict], split: str = "heldout", autoencoder: str | None = None) -> None:
+    def __init__(self, prompts: list[dict], split: str = "heldout", autoencoder: str | None = None,
+                 fit_steps: int = 0) -> None:
         self.index = {p["prompt"]: p["index"] for p in prompts}
         self.split = split
-        self.autoencoder = None
+        self.autoencoder, self.fit_steps = None, fit_steps
         if autoencoder:  # each render encoded to a latent and decoded again: the autoencoder's ceiling
             from diffusers import AutoencoderTiny
 
-            self.autoencoder = AutoencoderTiny.from_pretrained(autoencoder).eval()
-            self.model_id = "dataset-renders-autoencoded"
+            self.autoencoder = AutoencoderTiny.from_pretrained(autoencoder).eval().requires_grad_(False)
+            self.model_id = "dataset-renders-autoencoded" + (f"-fit{fit_steps}" if fit_steps else "")
 
     def generate(self, prompt: str, seed: int = 0, size: int | None = None, **_):
         from types import SimpleNamespace
@@ -218,20 +219,31 @@ class Renders:
         size = size or 512
         image, _ = render(self.index[prompt], self.split, size)
         if self.autoencoder is not None:
-            image = round_trip(self.autoencoder, image)
+            image = round_trip(self.autoencoder, image, self.fit_steps)
         meta = {"prompt": prompt, "seed": seed, "size": size, "model": self.model_id}
         return SimpleNamespace(image=image, meta=meta, timings={"total": (time.perf_counter() - t) * 1000})
 
 
-def round_trip(ae, image):
-    """A picture through an AutoencoderTiny's encoder and decoder: the best a UNet on its latents can draw."""
+def round_trip(ae, image, fit_steps: int = 0):
+    """A picture through an AutoencoderTiny's encoder and decoder: the best a UNet on its latents can draw.
+    fit_steps > 0: the latent is then optimised against the frozen decoder (Adam on the L1 error) for that
+    many steps, the best this decoder can draw at all (an encoder fitted better gets at most this)."""
     import numpy as np
     import torch
     from PIL import Image
 
     x = torch.from_numpy(np.asarray(image.convert("RGB"), np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0)
     with torch.no_grad():
-        y = ae.decode(ae.encode(x).latents).sample[0]
+        z = ae.encode(x).latents
+    if fit_steps:
+        z = z.clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=0.05)
+        for _ in range(fit_steps):
+            opt.zero_grad()
+            (ae.decode(z).sample - x).abs().mean().backward()
+            opt.step()
+    with torch.no_grad():
+        y = ae.decode(z).sample[0]
     return Image.fromarray(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
 
 
@@ -256,7 +268,7 @@ def run(args) -> dict:
               file=sys.stderr)
     prompts = dataset_prompts(args.n, args.start, args.prompts, args.lang, split=args.split)
     if args.renders:
-        pipe = Renders(prompts, args.split, args.through_autoencoder)
+        pipe = Renders(prompts, args.split, args.through_autoencoder, args.fit_latents)
         model_path = "dataset renders (tools/make_dataset.py)" + (
             f" through the autoencoder {args.through_autoencoder}" if args.through_autoencoder else "")
     else:
