@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time one UNet training step (forward, backward, AdamW, EMA) in a few set-ups, in one process.
+"""Time one UNet training step (train_unet.train_step and the EMA) in a few set-ups, in one process.
 
     python tools/bench_train_step.py [--widths 64 128 256] [--batch 32] [--steps 5] [--threads 2]
 
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cute_mini  # noqa: E402
-from train_unet import make_models  # noqa: E402
+from train_unet import make_models, train_step, update_ema  # noqa: E402
 
 VARIANTS = {  # name: (bf16, channels_last, foreach EMA)
     "bf16": (True, False, False),
@@ -48,23 +48,15 @@ def time_variant(config: dict, batch: int, steps: int, bf16: bool, channels_last
     noise = torch.randn(batch, c, n, n).to(memory_format=fmt)
     states = torch.randn(batch, 12, cute_mini.TEXT_HIDDEN)
     mask = torch.ones(batch, 12, dtype=torch.bool)
+    weight = torch.ones(batch, 1, n, n)  # plain MSE (--item-weight 1)
     times = []
     for k in range(steps + 2):  # two warm-up steps
         t0 = time.perf_counter()
-        s = torch.rand(batch)
-        xs = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * noise
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            ctx = align(states, mask)
-            pred = unet(xs, s * 1000, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
-        loss = (pred.float() - (noise - x0)).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            if foreach:
-                torch._foreach_lerp_(ema_params, params, 1e-3)
-            else:
+        train_step(unet, align, opt, params, x0, noise, torch.rand(batch), states, mask, weight, bf16)
+        if foreach:
+            update_ema(ema_params, params, 0.999)
+        else:
+            with torch.no_grad():
                 for pe, pl in zip(ema_params, params, strict=True):
                     pe.lerp_(pl, 1e-3)
         if k >= 2:

@@ -227,10 +227,11 @@ class Renders:
 def round_trip(ae, image, fit_steps: int = 0):
     """A picture through an AutoencoderTiny's encoder and decoder: the best a UNet on its latents can draw.
     fit_steps > 0: the latent is then optimised against the frozen decoder (Adam on the L1 error) for that
-    many steps, the best this decoder can draw at all (an encoder fitted better gets at most this)."""
+    many steps: a lower bound on what this decoder can draw at all, whatever the encoder."""
     import numpy as np
     import torch
-    from PIL import Image
+
+    from cutecpp.image import to_image
 
     x = torch.from_numpy(np.asarray(image.convert("RGB"), np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0)
     with torch.no_grad():
@@ -244,7 +245,7 @@ def round_trip(ae, image, fit_steps: int = 0):
             opt.step()
     with torch.no_grad():
         y = ae.decode(z).sample[0]
-    return Image.fromarray(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+    return to_image(y.numpy())  # as the product turns its decoder's output into a picture
 
 
 def run_tag(args) -> str:
