@@ -98,12 +98,13 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
 # --- prepare ---------------------------------------------------------------------------------
 
 
-def item_mask(boxes: list[dict], size: int) -> np.ndarray:
-    """uint8 [32, 32]: 1 on the latent pixels that an item box (hat, boots, balloon ...) touches."""
+def item_mask(boxes: list[dict], size: int, kind: str = "item") -> np.ndarray:
+    """uint8 [32, 32]: 1 on the latent pixels that an item box (hat, boots, balloon ...) touches (or a box
+    of another `kind`: "animal", "place")."""
     side = cute_mini.LATENT_SIZE
     mask = np.zeros((side, side), np.uint8)
     for b in boxes:
-        if b["kind"] == "item":
+        if b["kind"] == kind:
             x0, y0, x1, y1 = (v * side / size for v in b["box"])
             mask[int(np.floor(y0)) : int(np.ceil(y1)), int(np.floor(x0)) : int(np.ceil(x1))] = 1
     return mask
