@@ -245,6 +245,20 @@ def test_train_saves_resumes_and_validates(tiny_judge, capsys):
     # its validation came along (step 3, as validated above), for score's "validated" line
     assert json.loads((tiny_judge / "frozen.validation.json").read_text())["judge"]["step"] == 3
 
+    # a new run from the frozen judge: its weights, its step (the pictures continue), its own schedule
+    d = tiny_judge / "from-frozen"
+    common = ["--size", str(SIZE), "--batch", "4", "--dir", str(d), "--workers", "0", "--precision", "fp32",
+              "--eval-every", "0", "--init", str(tiny_judge / "frozen.pt")]
+    assert eval_quality.main(["train", "--steps", "4", "--lr", "0", *common]) == 0
+    st = torch.load(d / "latest.pt", map_location="cpu", weights_only=True)
+    assert st["step"] == 4 and st["start_step"] == 3
+    ema16 = torch.load(tiny_judge / "frozen.pt", map_location="cpu", weights_only=True)["ema"]
+    name = next(k for k, v in ema16.items() if v.is_floating_point() and v.ndim == 4)
+    assert torch.equal(st["model"][name], ema16[name].float())  # lr 0: still the frozen weights
+    assert eval_quality.main(["train", "--steps", "5", "--lr", "1e-3", *common]) == 0  # resumes; --init unused
+    st = torch.load(d / "latest.pt", map_location="cpu", weights_only=True)
+    assert st["step"] == 5 and st["start_step"] == 3 and not torch.equal(st["model"][name], ema16[name].float())
+
 
 # --- score on a tiny random bundle ---------------------------------------------------------------
 

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=2000, help="quick held-out check (eval.csv); 0 = never")
     t.add_argument("--eval-n", type=int, default=256)
     t.add_argument("--dir", default=str(infer.DEFAULT_DIR))
+    t.add_argument("--init", default=None, metavar="JUDGE",
+                   help="with no checkpoint in --dir: start from this judge's weights (e.g. tools/judge/judge.pt)")
 
     v = sub.add_parser("validate", help="the judge's accuracy on held-out renders, and the known confusions")
     v.add_argument("--judge", default=None, help=JUDGE_HELP)

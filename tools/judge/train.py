@@ -9,6 +9,8 @@ Loss: binary cross-entropy on the dense class map (targets from the boxes) and o
 (animals and items present, from the labels), cross-entropy on the colour map at item cells, and on
 the global heads (place, light, expression, count). AdamW, warm-up then cosine decay to 5 % at
 --steps (a run continued to more steps stretches the rest of the schedule), EMA weights for judging.
+`--init JUDGE` starts a new run from another judge's EMA weights (the frozen `tools/judge/judge.pt`
+when the training checkpoint is gone) at its step, with a fresh optimizer, its own warm-up and decay.
 """
 
 from __future__ import annotations
@@ -119,6 +121,16 @@ def train(args) -> None:
         if state.get("vocab") != infer.vocab_signature():
             raise SystemExit(f"{ckpt} was trained on another vocabulary; use another --dir")
         config = state["config"]
+    init = None
+    if state is not None and args.init:
+        print(f"--init {args.init} not used: resuming {ckpt}", file=sys.stderr)
+    if state is None and args.init:  # a new run from another judge's (EMA) weights, e.g. the frozen one
+        init = torch.load(infer._checkpoint_file(args.init), map_location="cpu", weights_only=True)
+        if init.get("vocab") != infer.vocab_signature():
+            raise SystemExit(f"{args.init} was trained on another vocabulary")
+        if args.size and init["config"]["size"] != args.size:
+            raise SystemExit(f"{args.init} judges at --size {init['config']['size']}, not {args.size}")
+        config = init["config"]
     model = build(config).to(device)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -126,17 +138,26 @@ def train(args) -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     ema = copy.deepcopy(model).eval()
-    step, elapsed0 = 0, 0.0
+    step, elapsed0, start = 0, 0.0, 0
     precision = args.precision
+    if init is not None:
+        model.load_state_dict(init["ema"])  # float16 in a frozen judge: copied into the float32 weights
+        ema.load_state_dict(model.state_dict())
+        # Its step, so that the pictures continue after those it saw; the learning rate warms up again
+        # and decays over this run's own steps (`start`).
+        step = start = int(init["step"])
+        elapsed0 = float(init.get("elapsed_s", 0.0))
+        print(f"new run from the weights of {args.init} (its step {step})", file=sys.stderr)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         step, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
+        start = int(state.get("start_step", 0))
         if precision == "auto":
             precision = state.get("precision", "auto")
         print(f"resumed {ckpt} at step {step} ({elapsed0 / 60:.1f} min trained)", file=sys.stderr)
-    if state is None and args.steps == 0:  # a judge with initial weights (wiring tests)
+    if state is None and init is None and args.steps == 0:  # a judge with initial weights (wiring tests)
         precision = "fp32" if precision == "auto" else precision
         _save(ckpt, {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": 0,
                      "config": config, "vocab": infer.vocab_signature(), "precision": precision, "elapsed_s": 0.0})
@@ -158,7 +179,7 @@ def train(args) -> None:
     def snapshot() -> dict:
         return {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
                 "config": config, "vocab": infer.vocab_signature(), "precision": precision,
-                "elapsed_s": elapsed0 + (time.time() - started)}
+                "elapsed_s": elapsed0 + (time.time() - started), "start_step": start}
 
     for name in ("log.csv", "eval.csv"):
         _drop_rows_after(out_dir / name, step)  # logged by a run that stopped before its next checkpoint
@@ -175,7 +196,7 @@ def train(args) -> None:
         for images, t, _ in data:
             x = prepare(images, device)
             t = {k: v.to(device, non_blocking=True) for k, v in t.items()}
-            lr = lr_at(step, args.steps, args.lr)
+            lr = lr_at(step - start, args.steps - start, args.lr)
             for group in opt.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
