@@ -4,12 +4,13 @@
     python tools/probe_conditioning.py [--checkpoint ~/.cache/cutecpp/train/w9500.pt] [--n 256]
 
 For training pictures that ask for an item, the flow-matching error (the training loss: plain squared
-error of the predicted noise - x0, normalised latents) is measured inside the item's latent box and
-inside the animal's box (item pixels left out) at fixed noise levels and fixed noise, with the
-picture's own prompt and with three changed ones:
+error of the predicted noise - x0, normalised latents) is measured inside the latent pixels of the
+picture's item boxes and inside those of its animal boxes (item pixels left out) at fixed noise levels
+and fixed noise, with the picture's own prompt and with three changed ones:
 
-- `item swapped`: the item word replaced by another item's;
-- `animal swapped`: the animal word replaced by another animal's;
+- `item swapped`: the first asked item's word replaced by another item's (the item box still covers
+  every item of the picture: where a second, different item is asked, it dilutes the change);
+- `animal swapped`: the first animal's word replaced by another animal's;
 - `no prompt`: the empty condition (what classifier-free guidance subtracts).
 
 If a model uses its item words, the error in the item box rises when the item word is swapped, about
@@ -111,7 +112,8 @@ def main() -> int:
     unet, align = train_unet.make_models(st.get("unet_config"))
     unet.load_state_dict(st["ema_unet"])
     align.load_state_dict(st["ema_align"])
-    unet.eval(), align.eval()
+    unet.eval()
+    align.eval()
     data = train_unet.Data()
     if st.get("latent_stats") != data.stats:
         raise SystemExit(f"{args.checkpoint} was trained on other latents than {train_unet.TRAIN_DIR / 'latents'}")
