@@ -37,7 +37,7 @@ def validation_path(judge_path: Path, split: str = "heldout") -> Path:
     return judge_path.with_name(f"{judge_path.stem}.{suffix}")
 
 
-def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
+def checkpoint_file(path: str | os.PathLike[str]) -> Path:
     """A judge file, or the latest.pt in a judge directory."""
     path = Path(path)
     return path / "latest.pt" if path.is_dir() else path
@@ -45,7 +45,7 @@ def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
 
 def freeze(source: str | os.PathLike[str] | None, out: str | os.PathLike[str]) -> Path:
     """A training checkpoint's EMA weights as float16, with what load() checks and reports."""
-    source = _checkpoint_file(source or DEFAULT_DIR)
+    source = checkpoint_file(source or DEFAULT_DIR)
     st = torch.load(source, map_location="cpu", weights_only=True)
     frozen = {k: st[k] for k in ("config", "vocab", "step", "precision", "elapsed_s") if k in st}
     frozen["ema"] = {k: (v.half() if v.is_floating_point() else v) for k, v in st["ema"].items()}
@@ -95,7 +95,7 @@ def default_path() -> Path:
 
 def load(path: str | os.PathLike[str] | None = None, device: str = "cpu", ema: bool = True) -> LoadedJudge:
     """A judge from a training checkpoint (its EMA weights by default) or a frozen one, in eval mode."""
-    path = _checkpoint_file(path or default_path())
+    path = checkpoint_file(path or default_path())
     if not path.exists():
         raise SystemExit(f"no judge at {path}: train one with `python tools/eval_quality.py train` (docs/eval.md)")
     st = torch.load(path, map_location="cpu", weights_only=True)

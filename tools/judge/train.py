@@ -125,7 +125,7 @@ def train(args) -> None:
     if state is not None and args.init:
         print(f"--init {args.init} not used: resuming {ckpt}", file=sys.stderr)
     if state is None and args.init:  # a new run from another judge's (EMA) weights, e.g. the frozen one
-        init = torch.load(infer._checkpoint_file(args.init), map_location="cpu", weights_only=True)
+        init = torch.load(infer.checkpoint_file(args.init), map_location="cpu", weights_only=True)
         if init.get("vocab") != infer.vocab_signature():
             raise SystemExit(f"{args.init} was trained on another vocabulary")
         if args.size and init["config"]["size"] != args.size:
