@@ -8,6 +8,7 @@ generated pictures back into animals, count, items, place, mood and light (docs/
     python tools/eval_quality.py score --renders [--n 64]         # the ceiling: the prompts' own renders
     python tools/eval_quality.py score --renders --through-autoencoder DIR  # ... through the autoencoder
     python tools/eval_quality.py freeze                             # the trained judge -> tools/judge/judge.pt
+    python tools/eval_quality.py compare --old A.jsonl [..] --new B.jsonl [..]  # two score runs, paired
 
 State (checkpoint, logs, validation.json) lives in ~/.cache/cutecpp/train/judge/ (--dir / --judge;
 CUTECPP_TRAIN_DIR moves ~/.cache/cutecpp/train). Training resumes from latest.pt there. Without that
@@ -65,6 +66,23 @@ def _freeze(args) -> int:
     out = infer.freeze(args.judge, args.output)
     judge = infer.load(out)
     print(f"written {out} ({out.stat().st_size / 1e6:.1f} MB): judge step {judge.step}")
+    return 0
+
+
+def _compare(args) -> int:
+    from judge import compare
+
+    try:
+        old, new = compare.load_rows(args.old), compare.load_rows(args.new)
+        result = compare.compare(old, new)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"old: {compare.models(old)} ({len(old)} pictures)   new: {compare.models(new)}")
+        print(compare.table(result))
     return 0
 
 
@@ -144,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("freeze", help="a trained judge's EMA weights (float16) -> tools/judge/judge.pt, to commit")
     f.add_argument("--judge", default=None, help="checkpoint or its directory (default: the trained one)")
     f.add_argument("-o", "--output", default=str(infer.FROZEN))
+
+    c = sub.add_parser("compare", help="two score runs over the same prompts and seeds, paired (sign test)")
+    c.add_argument("--old", nargs="+", required=True, help="score-*.jsonl files of the reference model")
+    c.add_argument("--new", nargs="+", required=True, help="score-*.jsonl files of the candidate")
+    c.add_argument("--json", action="store_true")
     return p
 
 
@@ -155,14 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "fit_latents", 0) and not args.through_autoencoder:
         parser.error("--fit-latents needs --through-autoencoder")
     renders = {"train": lambda: args.steps > 0, "validate": lambda: True, "score": lambda: args.renders,
-               "freeze": lambda: False}
+               "freeze": lambda: False, "compare": lambda: False}
     if renders[args.command]():
         from dataset import art
 
         if not art.font_available():
             print(f"error: {art.FONT_PATH} not found ({art.INSTALL_HINT})", file=sys.stderr)
             return 1
-    return {"train": _train, "validate": _validate, "score": _score, "freeze": _freeze}[args.command](args)
+    return {"train": _train, "validate": _validate, "score": _score, "freeze": _freeze,
+            "compare": _compare}[args.command](args)
 
 
 if __name__ == "__main__":
