@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import bundle_weights  # noqa: E402
 import fit_encoder  # noqa: E402
+import latent_encoder  # noqa: E402
 
 MEAN = [0.5, -2.0, 0.0, 1.0]
 STD = [0.25, 1.5, 1.0, 0.5]
@@ -103,13 +104,18 @@ def test_assemble_gives_the_shipped_decoder_its_encoder(tmp_path, monkeypatch):
     monkeypatch.setattr(fit_encoder, "ENCODER_FILE", tmp_path / "encoder.safetensors")
     monkeypatch.setattr(fit_encoder, "TRAIN_DIR", tmp_path / "train")
     save_file(encoder, str(tmp_path / "encoder.safetensors"))
-    args = type("Args", (), {"bundle": bundle_path, "output": tmp_path / "ae"})()
+    args = type("Args", (), {"bundle": bundle_path, "output": tmp_path / "ae", "run": False})()
     fit_encoder.assemble(args)
 
-    ae = AutoencoderTiny.from_pretrained(tmp_path / "ae")
+    ae = latent_encoder.load_autoencoder(tmp_path / "ae")
     assert ae.config.scaling_factor == 1.0 and ae.config.shift_factor == 0.0
+    # the committed file held a plain EncoderTiny's weights: the folder's encoder is a LatentEncoder of that shape
+    assert isinstance(ae.encoder, latent_encoder.LatentEncoder)
+    assert ae.encoder.config["channels"] == list(fit_encoder.cute_mini.TINY_AUTOENCODER["encoder_block_out_channels"])
     for key, value in encoder.items():
         assert torch.equal(ae.encoder.state_dict()[key], value)
+    # the folder's own EncoderTiny is zero, so nothing computes latents with it by mistake
+    assert all(not v.any() for v in AutoencoderTiny.from_pretrained(tmp_path / "ae").encoder.state_dict().values())
     shipped = bundle_weights.read_state_dict(bundle_path, "tiny_decoder", ae.decoder, "decoder.")
     for key, value in ae.decoder.state_dict().items():
         assert torch.equal(value, shipped[key])

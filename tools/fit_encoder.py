@@ -7,16 +7,25 @@ the training cache (and with it the autoencoder that made the latents) is gone.
     python tools/fit_encoder.py export                 # -> tools/weights/cute-mini-encoder.safetensors
     python tools/fit_encoder.py assemble               # committed encoder + bundle decoder -> the
                                                        # autoencoder folder train_unet.py prepares with
+    python tools/fit_encoder.py assemble --run -o DIR  # the same with the run's newest encoder, to score its
+                                                       # ceiling: eval_quality.py score --renders
+                                                       # --through-autoencoder DIR
 
 A bundle stores only the decoder. `train` learns an encoder E for that fixed decoder D with two losses:
 - reconstruction on rendered pictures (random 256-pixel crops): L1 + image-gradient L1 of D(E(x)) - x,
-  the losses the autoencoder was trained with;
+  the losses the autoencoder was trained with, the pixels of item boxes weighing --item-weight times
+  (an item is a few percent of a picture and what the autoencoder loses most);
 - cycle on pictures the bundle's own model drew: for latents z its UNet sampled, E(D(z)) should be z
   (L1 per channel, in units of the channel's standard deviation). This ties E to the latent space the
   UNet already knows, so that training can continue from the bundle's UNet instead of starting over.
   The pairs are drawn first by cutecpp itself (`pairs.npz`, ~0.6 s each here) and kept.
 
-`assemble` writes an AutoencoderTiny folder (scaling_factor 1, shift_factor 0: raw latents) and, if
+E is a `latent_encoder.LatentEncoder` (training-only, so it can be far wider than the decoder: width per
+stage `--channels`, blocks `--blocks`). A new run starts from the committed encoder, widened to that
+shape so that it computes exactly what the committed one does (`latent_encoder.widen_from`).
+
+`assemble` writes an AutoencoderTiny folder (scaling_factor 1, shift_factor 0: raw latents) with the
+encoder beside it as `latent_encoder.safetensors` (`latent_encoder.load_autoencoder` reads both) and, if
 absent, `latents/channel_stats.json` holding the bundle's per-channel statistics, so that prepared
 latents are normalised exactly as the shipped UNet expects: `train_unet.py train --init BUNDLE` then
 resumes the shipped weights. State: ~/.cache/cutecpp/train/encoder-fit/ (CUTECPP_TRAIN_DIR moves it).
@@ -36,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cute_mini  # noqa: E402
+import latent_encoder  # noqa: E402
 from bundle_weights import component_config, read_state_dict  # noqa: E402
 
 TRAIN_DIR = cute_mini.TRAIN_DIR
@@ -55,14 +65,30 @@ def raw_latent_stats(bundle: Path) -> tuple[np.ndarray, np.ndarray]:
     return mean + shift, std / scale
 
 
-def make_autoencoder(bundle: Path):
-    """An AutoencoderTiny with the bundle's decoder (frozen) and a fresh encoder."""
+def make_autoencoder(bundle: Path, encoder=None):
+    """An AutoencoderTiny with the bundle's decoder (frozen) and `encoder` (default: a fresh EncoderTiny)."""
     from diffusers import AutoencoderTiny
 
     ae = AutoencoderTiny(**cute_mini.TINY_AUTOENCODER)
     ae.decoder.load_state_dict(read_state_dict(bundle, "tiny_decoder", ae.decoder, "decoder."))
     ae.decoder.requires_grad_(False)
+    if encoder is not None:
+        ae.encoder = encoder
     return ae
+
+
+def committed_encoder(path: Path | None = None) -> latent_encoder.LatentEncoder:
+    """The committed encoder (ENCODER_FILE). Files written before LatentEncoder hold a plain EncoderTiny's
+    weights, which a LatentEncoder of the same uniform shape takes as they are."""
+    return latent_encoder.load(path or ENCODER_FILE, default=dict(
+        channels=cute_mini.TINY_AUTOENCODER["encoder_block_out_channels"],
+        blocks=cute_mini.TINY_AUTOENCODER["num_encoder_blocks"]))
+
+
+def _encoder_from_checkpoint(st: dict) -> latent_encoder.LatentEncoder:
+    enc = latent_encoder.LatentEncoder(**st["encoder_config"])
+    enc.load_state_dict(st["encoder"])
+    return enc
 
 
 # --- pairs -----------------------------------------------------------------------------------
@@ -117,26 +143,29 @@ def train(args) -> None:
     pictures, latents = draw_pairs(args.bundle, args.pairs, args.threads)
     _, std = raw_latent_stats(args.bundle)
     inv_std = torch.from_numpy(1.0 / std)[None, :, None, None]
-    ae = make_autoencoder(args.bundle)
-    ae.train()
-    opt = torch.optim.AdamW(ae.encoder.parameters(), lr=args.lr, weight_decay=0.0)
-    ckpt, step = OUT / "latest.pt", 0
+    ckpt, step, st = OUT / "latest.pt", 0, None
     if ckpt.exists():
         st = torch.load(ckpt, map_location="cpu", weights_only=True)
-        ae.encoder.load_state_dict(st["encoder"])
+        encoder, step = _encoder_from_checkpoint(st), int(st["step"])
+        print(f"resumed at step {step} ({encoder.config})", file=sys.stderr)
+    else:
+        encoder = latent_encoder.widen_from(committed_encoder(), args.channels, args.blocks, seed=args.seed)
+        print(f"new run from {ENCODER_FILE.name}, widened to {encoder.config}", file=sys.stderr)
+    ae = make_autoencoder(args.bundle, encoder)
+    ae.train()
+    opt = torch.optim.AdamW(ae.encoder.parameters(), lr=args.lr, weight_decay=0.0)
+    if st is not None:
         opt.load_state_dict(st["opt"])
-        step = int(st["step"])
-        print(f"resumed at step {step}", file=sys.stderr)
     if step >= args.steps:
         print(f"already at step {step} >= {args.steps}", file=sys.stderr)
         return
-    batches = Batches(step * args.batch, args.batch, cute_mini.IMAGE_SIZE, args.crop, args.seed)
+    batches = Batches(step * args.batch, args.batch, cute_mini.IMAGE_SIZE, args.crop, args.seed, items=True)
     rng = np.random.default_rng((args.seed, step))
     started, last_save = time.time(), time.time()
     with open(OUT / "log.csv", "a", newline="") as log:
         writer = csv.writer(log)
         while step < args.steps:
-            x = torch.as_tensor(next(batches))
+            x, items = (torch.as_tensor(a) for a in next(batches))
             pick = rng.integers(0, len(pictures), args.cycle_batch)
             xg = torch.from_numpy(pictures[pick].astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0)
             zg = torch.from_numpy(latents[pick])
@@ -147,7 +176,7 @@ def train(args) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 y = ae.decoder(ae.encoder(x))
                 zc = ae.encoder(xg)
-            l1, edge = image_losses(y.float(), x)
+            l1, edge = image_losses(y.float(), x, 1 + (args.item_weight - 1) * items)
             cycle = ((zc.float() - zg) * inv_std).abs().mean()
             loss = l1 + edge + args.cycle_weight * cycle
             opt.zero_grad(set_to_none=True)
@@ -164,7 +193,8 @@ def train(args) -> None:
                       f"{elapsed / 60:.1f} min", file=sys.stderr)
             if step % args.save_every == 0 or step == args.steps or time.time() - last_save > 600:
                 tmp = ckpt.with_suffix(".tmp")
-                torch.save({"encoder": ae.encoder.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
+                torch.save({"encoder": ae.encoder.state_dict(), "encoder_config": ae.encoder.config,
+                            "opt": opt.state_dict(), "step": step}, tmp)
                 os.replace(tmp, ckpt)
                 last_save = time.time()
 
@@ -176,8 +206,9 @@ def check(args) -> None:
     from train_autoencoder import render_batch
 
     torch.set_num_threads(args.threads)
-    ae = make_autoencoder(args.bundle).eval()
-    ae.encoder.load_state_dict(torch.load(OUT / "latest.pt", map_location="cpu", weights_only=True)["encoder"])
+    st = torch.load(OUT / "latest.pt", map_location="cpu", weights_only=True) if args.encoder is None else None
+    encoder = committed_encoder(args.encoder) if st is None else _encoder_from_checkpoint(st)
+    ae = make_autoencoder(args.bundle, encoder).eval()
     _, std = raw_latent_stats(args.bundle)
     l1s = []
     with torch.no_grad():
@@ -197,28 +228,38 @@ def check(args) -> None:
 
 
 def export(args) -> None:
-    """The fitted encoder (float32 safetensors, ~0.2 MB) into the repository, with what it was fitted to."""
+    """The fitted encoder (float32 safetensors) into the repository, with what it was fitted to."""
     import hashlib
 
     import torch
-    from safetensors.torch import save_file
 
     st = torch.load(OUT / "latest.pt", map_location="cpu", weights_only=True)
     ENCODER_FILE.parent.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(st["step"]), "decoder_of": Path(args.bundle).name,
             "bundle_sha256": hashlib.sha256(Path(args.bundle).read_bytes()).hexdigest()}
-    save_file({k: v.contiguous() for k, v in st["encoder"].items()}, str(ENCODER_FILE), metadata=meta)
+    latent_encoder.save(_encoder_from_checkpoint(st), ENCODER_FILE, meta)
     print(json.dumps({"output": str(ENCODER_FILE), **meta}))
 
 
 def assemble(args) -> None:
-    """An AutoencoderTiny folder: the committed encoder, the bundle's decoder, raw latents."""
-    from safetensors.torch import load_file
+    """An AutoencoderTiny folder: the bundle's decoder, raw latents, and the committed encoder beside them
+    (the folder's own EncoderTiny is left at zero: latent_encoder.load_autoencoder replaces it)."""
+    import torch
 
     ae = make_autoencoder(args.bundle)
-    ae.encoder.load_state_dict(load_file(str(ENCODER_FILE)))
+    with torch.no_grad():
+        for p in ae.encoder.parameters():
+            p.zero_()
     ae.register_to_config(scaling_factor=1.0, shift_factor=0.0)
     ae.save_pretrained(args.output)
+    if args.run:  # the run's newest encoder, e.g. to score its ceiling before exporting it
+        import torch
+
+        st = torch.load(OUT / "latest.pt", map_location="cpu", weights_only=True)
+        encoder, meta = _encoder_from_checkpoint(st), {"step": str(st["step"]), "from": "fit_encoder run"}
+    else:
+        encoder, meta = committed_encoder(), {"from": ENCODER_FILE.name}
+    latent_encoder.save(encoder, Path(args.output, latent_encoder.ENCODER_FILE_NAME), meta)
     mean, std = raw_latent_stats(args.bundle)
     stats = TRAIN_DIR / "latents" / "channel_stats.json"
     if not stats.exists():
@@ -229,6 +270,10 @@ def assemble(args) -> None:
     print(json.dumps({"output": str(args.output), "channel_stats": str(stats)}))
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -237,6 +282,11 @@ def main() -> int:
         s.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
         if name == "train":
             s.add_argument("--steps", type=int, default=3000)
+            s.add_argument("--channels", type=_ints, default=(16, 16, 32, 64, 128),
+                           help="a new run's width per stage (comma-separated)")
+            s.add_argument("--blocks", type=_ints, default=(1, 1, 1, 1, 2), help="a new run's blocks per stage")
+            s.add_argument("--item-weight", type=float, default=4.0,
+                           help="weight of item-box pixels in the reconstruction loss")
             s.add_argument("--pairs", type=int, default=512, help="pictures drawn by the bundle's model")
             s.add_argument("--batch", type=int, default=8, help="rendered crops per step")
             s.add_argument("--cycle-batch", type=int, default=2, help="drawn pictures per step")
@@ -251,9 +301,13 @@ def main() -> int:
         if name == "check":
             s.add_argument("--n", type=int, default=64, help="held-out renders")
             s.add_argument("--pairs", type=int, default=16, help="fresh pictures drawn by the bundle's model")
+            s.add_argument("--encoder", type=Path, default=None,
+                           help="check this encoder file (e.g. the committed one) instead of the run's newest")
             s.add_argument("--threads", type=int, default=2)
         if name == "assemble":
             s.add_argument("-o", "--output", type=Path, default=TRAIN_DIR / "autoencoder-export")
+            s.add_argument("--run", action="store_true",
+                           help="the fit run's newest encoder instead of the committed one")
     args = p.parse_args()
     {"train": train, "check": check, "export": export, "assemble": assemble}[args.cmd](args)
     return 0

@@ -33,31 +33,38 @@ import cute_mini  # noqa: E402
 TRAIN_DIR = cute_mini.TRAIN_DIR
 
 
-def render_batch(start: int, n: int, size: int, crop: int, split: str = "train", seed: int = 0):
-    """n pictures as float32 [n, 3, crop, crop] in [-1, 1]; crop position from the index."""
+def render_batch(start: int, n: int, size: int, crop: int, split: str = "train", seed: int = 0,
+                 items: bool = False):
+    """n pictures as float32 [n, 3, crop, crop] in [-1, 1]; crop position from the index. items=True:
+    (pictures, float32 [n, 1, crop, crop] masks, 1 inside the pictures' item boxes)."""
     from make_dataset import render
 
     out = np.empty((n, 3, crop, crop), np.float32)
+    masks = np.zeros((n, 1, crop, crop), np.float32)
     for i in range(n):
-        image, _ = render(start + i, split=split, size=size, seed=seed)
+        image, labels = render(start + i, split=split, size=size, seed=seed)
         arr = np.asarray(image.convert("RGB"), np.float32) / 127.5 - 1.0
         rng = np.random.default_rng((seed, start + i))
         y, x = (rng.integers(0, size - crop + 1, 2) if crop < size else (0, 0))
         out[i] = arr[y : y + crop, x : x + crop].transpose(2, 0, 1)
-    return out
+        for b in labels["boxes"] if items else ():
+            if b["kind"] == "item":
+                x0, y0, x1, y1 = (int(round(v)) for v in b["box"])
+                masks[i, 0, max(y0 - y, 0) : max(y1 - y, 0), max(x0 - x, 0) : max(x1 - x, 0)] = 1
+    return (out, masks) if items else out
 
 
 class Batches:
     """Rendered batches from a background process, so rendering overlaps training."""
 
-    def __init__(self, first_index: int, batch: int, size: int, crop: int, seed: int) -> None:
+    def __init__(self, first_index: int, batch: int, size: int, crop: int, seed: int, items: bool = False) -> None:
         import torch.utils.data as tud
 
         class _Stream(tud.IterableDataset):
             def __iter__(self_inner):
                 i = first_index
                 while True:
-                    yield render_batch(i, batch, size, crop, seed=seed)
+                    yield render_batch(i, batch, size, crop, seed=seed, items=items)
                     i += batch
 
         self.loader = iter(tud.DataLoader(_Stream(), batch_size=None, num_workers=1, prefetch_factor=4))
@@ -72,13 +79,18 @@ def make_model():
     return AutoencoderTiny(**cute_mini.TINY_AUTOENCODER)
 
 
-def image_losses(y, x):
-    """L1 of the reconstruction y of x, and L1 of their image gradients (a cartoon is made of edges)."""
-    import torch.nn.functional as F
+def image_losses(y, x, weight=None):
+    """L1 of the reconstruction y of x, and L1 of their image gradients (a cartoon is made of edges).
+    weight (broadcastable to y, e.g. [n, 1, h, w]): a weighted mean per pixel instead, normalised so the
+    losses keep the scale of the plain mean."""
+    def mean(err, w):
+        return err.mean() if w is None else (err * w).mean() / w.mean()
 
-    l1 = F.l1_loss(y, x)
-    edge = (F.l1_loss(y[..., 1:, :] - y[..., :-1, :], x[..., 1:, :] - x[..., :-1, :])
-            + F.l1_loss(y[..., 1:] - y[..., :-1], x[..., 1:] - x[..., :-1]))
+    wy = None if weight is None else weight[..., 1:, :]
+    wx = None if weight is None else weight[..., 1:]
+    l1 = mean((y - x).abs(), weight)
+    edge = (mean(((y[..., 1:, :] - y[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs(), wy)
+            + mean(((y[..., 1:] - y[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs(), wx))
     return l1, edge
 
 

@@ -66,8 +66,14 @@ def _state_path(text: str) -> Path:
 
 
 def _autoencoder_id(folder: str | Path) -> str:
-    """sha256 of an exported autoencoder's weights: the latents are only valid for that autoencoder."""
-    return hashlib.sha256(Path(folder, "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    """sha256 of an exported autoencoder's weights (and of its LatentEncoder, when it has one): the
+    latents are only valid for that autoencoder."""
+    from latent_encoder import ENCODER_FILE_NAME
+
+    h = hashlib.sha256(Path(folder, "diffusion_pytorch_model.safetensors").read_bytes())
+    if Path(folder, ENCODER_FILE_NAME).exists():
+        h.update(Path(folder, ENCODER_FILE_NAME).read_bytes())
+    return h.hexdigest()
 
 
 def _check_autoencoder(folder: str | Path, *, create: bool = False) -> None:
@@ -112,7 +118,7 @@ def item_mask(boxes: list[dict], size: int, kind: str = "item") -> np.ndarray:
 
 def prepare(args) -> None:
     import torch
-    from diffusers import AutoencoderTiny
+    from latent_encoder import load_autoencoder
     from make_dataset import render
 
     from cutecpp.encoder_build import ensure_text_encoder
@@ -120,7 +126,7 @@ def prepare(args) -> None:
     from cutecpp.vocab import load_vocabulary
 
     torch.set_num_threads(args.threads)
-    ae = AutoencoderTiny.from_pretrained(args.autoencoder).eval()
+    ae = load_autoencoder(args.autoencoder)
     scale, shift = float(ae.config.scaling_factor), float(ae.config.shift_factor)
     encoder = TextEncoder(ensure_text_encoder(cute_mini.TEXT_ENCODER_LAYERS, load_vocabulary().encoder_words()),
                           threads=args.threads)

@@ -205,9 +205,9 @@ class Renders:
         self.split = split
         self.autoencoder, self.fit_steps = None, fit_steps
         if autoencoder:  # each render encoded to a latent and decoded again: the autoencoder's ceiling
-            from diffusers import AutoencoderTiny
+            from latent_encoder import load_autoencoder
 
-            self.autoencoder = AutoencoderTiny.from_pretrained(autoencoder).eval().requires_grad_(False)
+            self.autoencoder = load_autoencoder(autoencoder).requires_grad_(False)
             self.model_id = "dataset-renders-autoencoded" + (f"-fit{fit_steps}" if fit_steps else "")
 
     def generate(self, prompt: str, seed: int = 0, size: int | None = None, **_):
