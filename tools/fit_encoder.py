@@ -86,7 +86,10 @@ def committed_encoder(path: Path | None = None) -> latent_encoder.LatentEncoder:
 
 
 def _encoder_from_checkpoint(st: dict) -> latent_encoder.LatentEncoder:
-    enc = latent_encoder.LatentEncoder(**st["encoder_config"])
+    # runs saved before LatentEncoder trained a plain EncoderTiny of cute_mini's shape
+    uniform = dict(channels=cute_mini.TINY_AUTOENCODER["encoder_block_out_channels"],
+                   blocks=cute_mini.TINY_AUTOENCODER["num_encoder_blocks"])
+    enc = latent_encoder.LatentEncoder(**st.get("encoder_config", uniform))
     enc.load_state_dict(st["encoder"])
     return enc
 

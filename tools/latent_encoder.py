@@ -81,10 +81,12 @@ def _copy_conv(new: nn.Conv2d, old: nn.Conv2d) -> None:
 
 @torch.no_grad()
 def widen_from(old: nn.Module, channels, blocks, seed: int = 0) -> LatentEncoder:
-    """A LatentEncoder at least as wide and deep as `old` per stage, computing what `old` computes."""
-    torch.manual_seed(seed)
-    new = LatentEncoder(channels, blocks, in_channels=old.layers[0].in_channels,
-                        latent_channels=old.layers[-1].out_channels)
+    """A LatentEncoder at least as wide and deep as `old` per stage, computing what `old` computes
+    (the new channels' weights drawn with `seed`, the global random state left alone)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        new = LatentEncoder(channels, blocks, in_channels=old.layers[0].in_channels,
+                            latent_channels=old.layers[-1].out_channels)
     old_stages, new_stages = _stages(old.layers), _stages(new.layers)
     if len(old_stages) != len(new_stages):
         raise ValueError(f"the encoder has {len(old_stages)} stages, not {len(new_stages)}")
