@@ -35,7 +35,8 @@ UNET: dict[str, Any] = dict(
 )
 
 # diffusers' AutoencoderTiny: five stages, x2 nearest upsampling between them (x16 in all), one
-# block per stage, uniformly 16 wide (diffusers 0.42 fails on a channel list that changes).
+# block per stage, uniformly 16 wide (diffusers 0.42 fails on a channel list that changes). This is the
+# shipped decoder's shape; the latents are made by a wider training-only encoder (tools/latent_encoder.py).
 TINY_AUTOENCODER: dict[str, Any] = dict(
     in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
     encoder_block_out_channels=(16,) * 5, decoder_block_out_channels=(16,) * 5,
