@@ -28,6 +28,12 @@ def _tiny_encoder_tiny(seed: int = 0):
     return enc.eval()
 
 
+def _tiny_encoder_tiny_two_blocks():
+    from diffusers.models.autoencoders.vae import EncoderTiny
+
+    return EncoderTiny(3, 4, (2, 1, 1), (8, 8, 8), "relu")
+
+
 def test_uniform_latent_encoder_is_encoder_tiny():
     """Same module tree and names as diffusers' EncoderTiny: its weights load as they are, same output."""
     ref = _tiny_encoder_tiny()
@@ -62,12 +68,6 @@ def test_widen_from_refuses_a_narrower_shape():
         latent_encoder.widen_from(ref, (8, 8), (1, 1))
     with pytest.raises(ValueError, match="remove blocks"):
         latent_encoder.widen_from(_tiny_encoder_tiny_two_blocks(), (8, 8, 8), (1, 1, 1))
-
-
-def _tiny_encoder_tiny_two_blocks():
-    from diffusers.models.autoencoders.vae import EncoderTiny
-
-    return EncoderTiny(3, 4, (2, 1, 1), (8, 8, 8), "relu")
 
 
 def test_save_load_round_trip_and_plain_encoder_tiny_files(tmp_path):

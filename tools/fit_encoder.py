@@ -53,6 +53,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO / "cutecpp" / "data" / "cute-mini.gguf"
 ENCODER_FILE = REPO / "tools" / "weights" / "cute-mini-encoder.safetensors"
 OUT = TRAIN_DIR / "encoder-fit"
+# The shape of encoders saved before LatentEncoder (diffusers' EncoderTiny as cute_mini builds it).
+UNIFORM_SHAPE = dict(channels=cute_mini.TINY_AUTOENCODER["encoder_block_out_channels"],
+                     blocks=cute_mini.TINY_AUTOENCODER["num_encoder_blocks"])
 
 
 def raw_latent_stats(bundle: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -80,16 +83,18 @@ def make_autoencoder(bundle: Path, encoder=None):
 def committed_encoder(path: Path | None = None) -> latent_encoder.LatentEncoder:
     """The committed encoder (ENCODER_FILE). Files written before LatentEncoder hold a plain EncoderTiny's
     weights, which a LatentEncoder of the same uniform shape takes as they are."""
-    return latent_encoder.load(path or ENCODER_FILE, default=dict(
-        channels=cute_mini.TINY_AUTOENCODER["encoder_block_out_channels"],
-        blocks=cute_mini.TINY_AUTOENCODER["num_encoder_blocks"]))
+    return latent_encoder.load(path or ENCODER_FILE, default=UNIFORM_SHAPE)
+
+
+def _run_state() -> dict:
+    """The fit run's newest checkpoint."""
+    import torch
+
+    return torch.load(OUT / "latest.pt", map_location="cpu", weights_only=True)
 
 
 def _encoder_from_checkpoint(st: dict) -> latent_encoder.LatentEncoder:
-    # runs saved before LatentEncoder trained a plain EncoderTiny of cute_mini's shape
-    uniform = dict(channels=cute_mini.TINY_AUTOENCODER["encoder_block_out_channels"],
-                   blocks=cute_mini.TINY_AUTOENCODER["num_encoder_blocks"])
-    enc = latent_encoder.LatentEncoder(**st.get("encoder_config", uniform))
+    enc = latent_encoder.LatentEncoder(**st.get("encoder_config", UNIFORM_SHAPE))  # older runs: EncoderTiny
     enc.load_state_dict(st["encoder"])
     return enc
 
@@ -148,7 +153,7 @@ def train(args) -> None:
     inv_std = torch.from_numpy(1.0 / std)[None, :, None, None]
     ckpt, step, st = OUT / "latest.pt", 0, None
     if ckpt.exists():
-        st = torch.load(ckpt, map_location="cpu", weights_only=True)
+        st = _run_state()
         encoder, step = _encoder_from_checkpoint(st), int(st["step"])
         print(f"resumed at step {step} ({encoder.config})", file=sys.stderr)
     else:
@@ -209,8 +214,7 @@ def check(args) -> None:
     from train_autoencoder import render_batch
 
     torch.set_num_threads(args.threads)
-    st = torch.load(OUT / "latest.pt", map_location="cpu", weights_only=True) if args.encoder is None else None
-    encoder = committed_encoder(args.encoder) if st is None else _encoder_from_checkpoint(st)
+    encoder = committed_encoder(args.encoder) if args.encoder else _encoder_from_checkpoint(_run_state())
     ae = make_autoencoder(args.bundle, encoder).eval()
     _, std = raw_latent_stats(args.bundle)
     l1s = []
@@ -234,9 +238,7 @@ def export(args) -> None:
     """The fitted encoder (float32 safetensors) into the repository, with what it was fitted to."""
     import hashlib
 
-    import torch
-
-    st = torch.load(OUT / "latest.pt", map_location="cpu", weights_only=True)
+    st = _run_state()
     ENCODER_FILE.parent.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(st["step"]), "decoder_of": Path(args.bundle).name,
             "bundle_sha256": hashlib.sha256(Path(args.bundle).read_bytes()).hexdigest()}
@@ -256,9 +258,7 @@ def assemble(args) -> None:
     ae.register_to_config(scaling_factor=1.0, shift_factor=0.0)
     ae.save_pretrained(args.output)
     if args.run:  # the run's newest encoder, e.g. to score its ceiling before exporting it
-        import torch
-
-        st = torch.load(OUT / "latest.pt", map_location="cpu", weights_only=True)
+        st = _run_state()
         encoder, meta = _encoder_from_checkpoint(st), {"step": str(st["step"]), "from": "fit_encoder run"}
     else:
         encoder, meta = committed_encoder(), {"from": ENCODER_FILE.name}

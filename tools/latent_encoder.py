@@ -103,9 +103,7 @@ def widen_from(old: nn.Module, channels, blocks, seed: int = 0) -> LatentEncoder
             else:  # an added block: relu(0 + x) = x for the block's input x >= 0
                 convs[-1].weight.zero_()
                 convs[-1].bias.zero_()
-    last_new, last_old = new.layers[-1], old.layers[-1]
-    last_new.weight.zero_()
-    _copy_conv(last_new, last_old)  # the latent channels are the same: every output is an old one
+    _copy_conv(new.layers[-1], old.layers[-1])  # the same latent channels: every output is an old one
     return new
 
 

@@ -40,7 +40,7 @@ def render_batch(start: int, n: int, size: int, crop: int, split: str = "train",
     from make_dataset import render
 
     out = np.empty((n, 3, crop, crop), np.float32)
-    masks = np.zeros((n, 1, crop, crop), np.float32)
+    masks = np.zeros((n, 1, crop, crop), np.float32) if items else None
     for i in range(n):
         image, labels = render(start + i, split=split, size=size, seed=seed)
         arr = np.asarray(image.convert("RGB"), np.float32) / 127.5 - 1.0
