@@ -27,8 +27,9 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
   `train --init CKPT` starts a new run from another run's weights (step 0, fresh optimizer);
   `--init cutecpp/data/cute-mini.gguf` from the shipped bundle's (see tools/fit_encoder.py for the
   autoencoder and latent statistics that go with it when the cache is gone). `--init X --widen 2`
-  trains a UNet twice as wide that starts out computing what X's did (tools/widen_unet.py); the
-  checkpoint records the UNet's config, which export uses.
+  trains a UNet twice as wide that starts out computing what X's did (tools/widen_unet.py);
+  `--init X --attention-level 0` one that also reads the prompt at its 32x32 level, likewise starting
+  as X (tools/add_attention.py). The checkpoint records the UNet's config, which export uses.
 
 Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDiscreteScheduler):
 x_s = (1 - s) x0 + s noise, the UNet gets timestep 1000 s and predicts noise - x0; s is drawn
@@ -270,14 +271,16 @@ def run_checkpoint() -> Path:
 def init_weights(path: Path, device) -> tuple[dict, dict[str, dict]]:
     """A new run's starting point: (the UNet's config, state dicts for unet/align/ema_unet/ema_align)
     from a checkpoint or a bundle (.gguf: the shipped model when the cache is gone; its EMA weights
-    start live and EMA alike). A bundle's UNet is cute_mini.UNET at the bundle's widths."""
+    start live and EMA alike). A bundle's UNet is cute_mini.UNET with the bundle's widths, blocks and heads."""
     import torch
 
     if path.suffix == ".gguf":
         from bundle_weights import component_config, read_state_dict
 
-        config = {**cute_mini.UNET,
-                  "block_out_channels": tuple(component_config(path, "unet")["block_out_channels"])}
+        bundle = component_config(path, "unet")
+        config = {**cute_mini.UNET, **{k: v if isinstance(v, (int, str)) else tuple(v) for k, v in bundle.items()
+                                       if k in ("block_out_channels", "down_block_types", "up_block_types",
+                                                "attention_head_dim")}}
         unet, align = make_models(config)
         states = {"unet": read_state_dict(path, "unet", unet), "align": read_state_dict(path, "alignment", align)}
         print(f"new run from the weights of the bundle {path}", file=sys.stderr)
@@ -312,14 +315,14 @@ def train(args) -> None:
         if st.get("latent_stats") != data.stats:
             raise SystemExit(f"{ckpt} was trained on other latent statistics than {TRAIN_DIR / 'latents'}: "
                              "move one of them away")
-        if args.widen > 1:
-            raise SystemExit(f"--widen starts a new run: {ckpt} exists (move {out} away first)")
+        if args.widen > 1 or args.attention_level is not None:
+            raise SystemExit(f"--widen and --attention-level start a new run: {ckpt} exists (move {out} away first)")
         config, states, step = st.get("unet_config", cute_mini.UNET), st, int(st["step"])
         print(f"resumed at step {step}", file=sys.stderr)
     elif args.init:
         config, states = init_weights(args.init, device)
-    elif args.widen > 1:
-        raise SystemExit("--widen needs --init: the weights to widen")
+    elif args.widen > 1 or args.attention_level is not None:
+        raise SystemExit("--widen and --attention-level need --init: the weights to start from")
     else:
         config = cute_mini.UNET
     if args.widen > 1:  # Net2Net: a wider UNet that computes (nearly) what the narrow one did
@@ -329,6 +332,13 @@ def train(args) -> None:
             wide, states[key] = widen(dict(config), states[key], args.widen, noise=args.widen_noise)
         print(f"widened {config['block_out_channels']} -> {wide['block_out_channels']}", file=sys.stderr)
         config = wide
+    if args.attention_level is not None:  # cross-attention where there was none, starting as identity
+        from add_attention import add_attention
+
+        for key in ("unet", "ema_unet"):
+            grown, states[key] = add_attention(dict(config), states[key], args.attention_level, seed=args.seed)
+        print(f"cross-attention added at level {args.attention_level}: {grown['down_block_types']}", file=sys.stderr)
+        config = grown
     unet, align = make_models(config)
     ema_unet, ema_align = copy.deepcopy(unet).eval(), copy.deepcopy(align).eval()
     weights = {"unet": unet, "align": align, "ema_unet": ema_unet, "ema_align": ema_align}
@@ -447,6 +457,9 @@ def main() -> int:
             s.add_argument("--widen", type=int, default=1,
                            help="with --init: train a UNet this many times wider, starting from the init weights "
                            "widened so that it computes what they did (tools/widen_unet.py)")
+            s.add_argument("--attention-level", type=int, default=None,
+                           help="with --init: add cross-attention to this level of the UNet (0 = 32x32), its new "
+                           "layers starting as identity (tools/add_attention.py)")
             s.add_argument("--widen-noise", type=float, default=0.01,
                            help="noise on the widened weights, relative to each tensor's spread (parts the copies)")
         if name == "export":
