@@ -64,11 +64,9 @@ def test_added_attention_starts_as_identity_and_reads_the_prompt():
         out = unet(x, t, encoder_hidden_states=ctx).sample
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
         # once proj_out moves, the top level's new layers change the output, and with the prompt
-        for name, p in unet.named_parameters():
-            if name.startswith("down_blocks.0.attentions.0.proj_out.weight"):
-                p.normal_(0, 0.5)
-        moved = unet(x, t, encoder_hidden_states=ctx).sample
         block = unet.down_blocks[0].attentions[0]
+        block.proj_out.weight.normal_(0, 0.5)
+        moved = unet(x, t, encoder_hidden_states=ctx).sample
         h = torch.randn(2, CONFIG["block_out_channels"][0], 8, 8, generator=torch.Generator().manual_seed(2))
         own, swapped = (block(h, encoder_hidden_states=c).sample for c in (ctx, ctx.flip(0)))
     assert (moved - ref).abs().max() > 1e-2

@@ -38,14 +38,6 @@ SHAPES = {
              cross_attention_dim=256, norm_num_groups=32, attention_head_dim=(2, 4, 8)),
         32, 12,
     ),
-    # cute-mini with cross-attention at its 32x32 level too (tools/add_attention.py, train --attention-level 0)
-    "cute-mini-attn32": (
-        dict(sample_size=32, in_channels=16, out_channels=16, block_out_channels=(64, 128, 256),
-             layers_per_block=1, down_block_types=("CrossAttnDownBlock2D",) * 3,
-             up_block_types=("CrossAttnUpBlock2D",) * 3,
-             cross_attention_dim=256, norm_num_groups=32, attention_head_dim=(2, 4, 8)),
-        32, 12,
-    ),
     # Stable Diffusion 1.5's UNet: 64x64x4 latent, 77x768 context.
     "sd15": (
         dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
@@ -55,6 +47,10 @@ SHAPES = {
         64, 77,
     ),
 }
+
+# cute-mini with cross-attention at its 32x32 level too (tools/add_attention.py, train --attention-level 0)
+SHAPES["cute-mini-attn32"] = ({**SHAPES["cute-mini"][0], "down_block_types": ("CrossAttnDownBlock2D",) * 3,
+                               "up_block_types": ("CrossAttnUpBlock2D",) * 3}, *SHAPES["cute-mini"][1:])
 
 
 def inputs(shape: str):

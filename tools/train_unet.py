@@ -278,9 +278,9 @@ def init_weights(path: Path, device) -> tuple[dict, dict[str, dict]]:
         from bundle_weights import component_config, read_state_dict
 
         bundle = component_config(path, "unet")
-        config = {**cute_mini.UNET, **{k: v if isinstance(v, (int, str)) else tuple(v) for k, v in bundle.items()
-                                       if k in ("block_out_channels", "down_block_types", "up_block_types",
-                                                "attention_head_dim")}}
+        shape = ("block_out_channels", "down_block_types", "up_block_types", "attention_head_dim")
+        config = {**cute_mini.UNET,
+                  **{k: tuple(v) if isinstance(v, list) else v for k, v in bundle.items() if k in shape}}
         unet, align = make_models(config)
         states = {"unet": read_state_dict(path, "unet", unet), "align": read_state_dict(path, "alignment", align)}
         print(f"new run from the weights of the bundle {path}", file=sys.stderr)
@@ -308,6 +308,7 @@ def train(args) -> None:
     out = ckpt.parent
     out.mkdir(parents=True, exist_ok=True)
     data = Data()
+    grows = args.widen > 1 or args.attention_level is not None  # a new UNet shape: only at a run's start
     step = 0
     st, states = None, None
     if ckpt.exists():
@@ -315,13 +316,13 @@ def train(args) -> None:
         if st.get("latent_stats") != data.stats:
             raise SystemExit(f"{ckpt} was trained on other latent statistics than {TRAIN_DIR / 'latents'}: "
                              "move one of them away")
-        if args.widen > 1 or args.attention_level is not None:
+        if grows:
             raise SystemExit(f"--widen and --attention-level start a new run: {ckpt} exists (move {out} away first)")
         config, states, step = st.get("unet_config", cute_mini.UNET), st, int(st["step"])
         print(f"resumed at step {step}", file=sys.stderr)
     elif args.init:
         config, states = init_weights(args.init, device)
-    elif args.widen > 1 or args.attention_level is not None:
+    elif grows:
         raise SystemExit("--widen and --attention-level need --init: the weights to start from")
     else:
         config = cute_mini.UNET
