@@ -300,6 +300,20 @@ def test_score_reports_every_field(tiny_model, tmp_path, capsys):
         assert img.width == 8 * 192
 
 
+def test_summary_pools_items_by_slot():
+    from judge import score
+
+    def checked(items):
+        return {"check": {"animal": True, "place": None, "count": True, "centred": True, "clean": None,
+                          "expression": None, "light": None, "colours": {}, "items": items}}
+
+    rows = [checked({"hat": True, "cake": False}), checked({"cake": True, "bow": False}), checked({})]
+    summary = score.summarise(rows)
+    assert summary["slots"] == {"head": {"value": 0.5, "n": 2}, "hand": {"value": 0.5, "n": 2}}
+    assert summary["metrics"]["accessory"] == {"value": 0.5, "n": 4}
+    assert "accessory by slot: head 50% of 2, hand 50% of 2" in score.table(summary)
+
+
 def test_score_split_takes_training_prompts():
     """--split train scores prompts of training pictures (combinations the model saw): the captions of
     make_dataset's train split, not the held-out one's."""

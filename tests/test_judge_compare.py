@@ -41,6 +41,19 @@ def test_pairs_count_gains_losses_and_sign_z():
     assert compare.compare(old, list(reversed(new))) == res
 
 
+def test_items_are_also_pooled_by_slot():
+    # hat is worn on the head, bow too; cake is held in a hand (the vocabulary's slots)
+    old = [row(0, True, {"hat": False, "bow": True}), row(1, True, {"cake": True})]
+    new = [row(0, True, {"hat": True, "bow": True}), row(1, True, {"cake": False})]
+    res = compare.compare(old, new)
+    head, hand = res["accessory:head"], res["accessory:hand"]
+    assert (head["asked"], head["old"], head["new"], head["gained"], head["lost"]) == (2, 1, 2, 1, 0)
+    assert (hand["asked"], hand["old"], hand["new"], hand["gained"], hand["lost"]) == (1, 1, 0, 0, 1)
+    assert res["accessory"]["asked"] == head["asked"] + hand["asked"]
+    assert list(res)[:4] == ["animal", "accessory", "accessory:head", "accessory:hand"]  # most asked first
+    assert "  head" in compare.table(res)
+
+
 def test_two_proportion_z_matches_the_formula():
     old = [row(i, i < 5, {}) for i in range(10)]
     new = [row(i, i < 8, {}) for i in range(10)]

@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+from .labels import VOCAB
+
 ATTRIBUTES = ("animal", "place", "count", "centred", "clean", "expression", "light")
 
 
@@ -40,7 +42,8 @@ def _two_proportion_z(a: int, b: int, n: int) -> float:
 
 
 def compare(old: list[dict], new: list[dict]) -> dict:
-    """Per attribute (items pooled as "accessory"): asked, found by old / new, gained, lost, both z."""
+    """Per attribute (items pooled as "accessory", and by slot as "accessory:hand", ...): asked, found by
+    old / new, gained, lost, both z."""
     old_by, new_by = {_key(r): r for r in old}, {_key(r): r for r in new}
     if len(old_by) != len(old) or len(new_by) != len(new):
         raise ValueError("a run has the same picture (index, prompt, seed) twice")
@@ -53,19 +56,23 @@ def compare(old: list[dict], new: list[dict]) -> dict:
         if set(a) != set(b):
             raise ValueError(f"the runs asked different things for {k[1]!r}")
         for thing, was in a.items():
-            s = stats.setdefault("accessory" if thing.startswith("item:") else thing,
-                                 {"asked": 0, "old": 0, "new": 0, "gained": 0, "lost": 0})
             now = b[thing]
-            s["asked"] += 1
-            s["old"] += was
-            s["new"] += now
-            s["gained"] += now and not was
-            s["lost"] += was and not now
+            keys = [thing]
+            if thing.startswith("item:"):
+                keys = ["accessory", "accessory:" + (VOCAB.get(thing[5:]).slot or "other")]
+            for key in keys:
+                s = stats.setdefault(key, {"asked": 0, "old": 0, "new": 0, "gained": 0, "lost": 0})
+                s["asked"] += 1
+                s["old"] += was
+                s["new"] += now
+                s["gained"] += now and not was
+                s["lost"] += was and not now
     for s in stats.values():
         d = s["gained"] + s["lost"]
         s["sign_z"] = (s["gained"] - s["lost"]) / math.sqrt(d) if d else 0.0
         s["z"] = _two_proportion_z(s["old"], s["new"], s["asked"])
-    order = ["animal", "accessory", *ATTRIBUTES[1:]]
+    slots = sorted((k for k in stats if k.startswith("accessory:")), key=lambda k: -stats[k]["asked"])
+    order = ["animal", "accessory", *slots, *ATTRIBUTES[1:]]
     return {k: stats[k] for k in order if k in stats}
 
 
@@ -80,7 +87,8 @@ def table(result: dict, old_name: str = "old", new_name: str = "new") -> str:
         return f"{n:4d} ({100 * n / asked:5.1f}%)"
 
     for k, s in result.items():
-        lines.append(f"{k:11s} {s['asked']:5d} {pct(s['old'], s['asked']):>14s} {pct(s['new'], s['asked']):>14s} "
+        name = "  " + k.split(":")[1] if k.startswith("accessory:") else k
+        lines.append(f"{name:11s} {s['asked']:5d} {pct(s['old'], s['asked']):>14s} {pct(s['new'], s['asked']):>14s} "
                      f"{s['gained']:6d} "
                      f"{s['lost']:5d} {s['sign_z']:6.2f} {s['z']:5.2f}")
     return "\n".join(lines)

@@ -117,7 +117,17 @@ def summarise(rows: list[dict]) -> dict:
         "colour": {"value": float(np.mean(colour_vals)) if colour_vals else None, "n": len(colour_vals)},
     }
     items = {i: {"value": float(np.mean(v)), "n": len(v)} for i, v in sorted(per_item.items())}
-    return {"metrics": out, "items": items, "targets": TARGETS, "seed_system": SEED_SYSTEM, "pictures": len(rows)}
+    return {"metrics": out, "items": items, "slots": by_slot(per_item), "targets": TARGETS,
+            "seed_system": SEED_SYSTEM, "pictures": len(rows)}
+
+
+def by_slot(per_item: dict[str, list[bool]]) -> dict:
+    """Asked items pooled by where they go (hand, head, feet, ride, ...: the vocabulary's slot), which
+    separates what is hard to draw (small things held in a hand) from what is not (a train to ride)."""
+    pooled: dict[str, list[bool]] = defaultdict(list)
+    for i, found in per_item.items():
+        pooled[VOCAB.get(i).slot or "other"] += found
+    return {s: {"value": float(np.mean(v)), "n": len(v)} for s, v in sorted(pooled.items(), key=lambda x: -len(x[1]))}
 
 
 def table(summary: dict) -> str:
@@ -143,6 +153,8 @@ def table(summary: dict) -> str:
         lines.append("accessory by item: " + ", ".join(
             f"{i} {items[i]['value'] * 100:.0f}% of {items[i]['n']}"
             + (f" (seed {SEED_SYSTEM[i] * 100:.0f}%)" if i in SEED_SYSTEM else "") for i in show + worst))
+        lines.append("accessory by slot: " + ", ".join(
+            f"{s} {v['value'] * 100:.0f}% of {v['n']}" for s, v in summary["slots"].items()))
     return "\n".join(lines)
 
 
