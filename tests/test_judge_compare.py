@@ -52,6 +52,9 @@ def test_items_are_also_pooled_by_slot():
     assert res["accessory"]["asked"] == head["asked"] + hand["asked"]
     assert list(res)[:4] == ["animal", "accessory", "accessory:head", "accessory:hand"]  # most asked first
     assert "  head" in compare.table(res)
+    # an item id the vocabulary no longer has (a score file from an older one) is pooled as "other"
+    res = compare.compare([row(0, True, {"retired_item": False})], [row(0, True, {"retired_item": True})])
+    assert res["accessory:other"]["gained"] == 1
 
 
 def test_two_proportion_z_matches_the_formula():

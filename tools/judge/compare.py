@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from .labels import VOCAB
+from .labels import item_slot
 
 ATTRIBUTES = ("animal", "place", "count", "centred", "clean", "expression", "light")
 
@@ -59,7 +59,7 @@ def compare(old: list[dict], new: list[dict]) -> dict:
             now = b[thing]
             keys = [thing]
             if thing.startswith("item:"):
-                keys = ["accessory", "accessory:" + (VOCAB.get(thing[5:]).slot or "other")]
+                keys = ["accessory", "accessory:" + item_slot(thing[5:])]
             for key in keys:
                 s = stats.setdefault(key, {"asked": 0, "old": 0, "new": 0, "gained": 0, "lost": 0})
                 s["asked"] += 1

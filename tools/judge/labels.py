@@ -57,6 +57,15 @@ VOCAB_IDS = {"animal": ANIMALS, "item": ITEMS, "expression": EXPRESSIONS, "place
              "colour": COLOURS}
 
 
+def item_slot(item: str) -> str:
+    """Where an item goes (hand, head, feet, ride, ...: the vocabulary's slot); "other" for an item
+    without one or an id this vocabulary does not have (a score file from an older one)."""
+    try:
+        return VOCAB.get(item).slot or "other"
+    except KeyError:
+        return "other"
+
+
 def item_colour(item: str, colour: str | None) -> str | None:
     """The colour an item shows: its colour word, else the glyph's own (`base`), else None."""
     return colour or VOCAB.get(item).base

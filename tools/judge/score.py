@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import infer
-from .labels import VOCAB, concepts
+from .labels import VOCAB, concepts, item_slot
 from .layout import EXPECTED_STRAYS, measure
 
 TARGETS = {"animal": 0.95, "accessory": 0.90, "place": 0.90}
@@ -126,7 +126,7 @@ def by_slot(per_item: dict[str, list[bool]]) -> dict:
     separates what is hard to draw (small things held in a hand) from what is not (a train to ride)."""
     pooled: dict[str, list[bool]] = defaultdict(list)
     for i, found in per_item.items():
-        pooled[VOCAB.get(i).slot or "other"] += found
+        pooled[item_slot(i)] += found
     return {s: {"value": float(np.mean(v)), "n": len(v)} for s, v in sorted(pooled.items(), key=lambda x: -len(x[1]))}
 
 
