@@ -108,10 +108,23 @@ def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
     assert not torch.equal(live, init[name])
     torch.testing.assert_close(ema, decay * init[name] + (1 - decay) * live)
 
-    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "2"])
+    shifts = []
+    sample = train_unet.sample_sigmas
+    monkeypatch.setattr(train_unet, "sample_sigmas", lambda g, n, shift: shifts.append(shift) or sample(g, n, shift))
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "2", "--train-shift", "1.5"])
     assert train_unet.main() == 0
+    assert shifts == [1.5]  # the run's own noise-level shift, not the bundle's flow_shift (3)
     st2 = torch.load(train_unet.run_checkpoint(), weights_only=True)
     assert st2["step"] == 2 and not torch.equal(st2["unet"][name], live)
     rows = [line.split(",") for line in (tmp_path / "unet" / "log.csv").read_text().splitlines()]
     assert [r[0] for r in rows] == ["1", "2"]
     assert all(np.isfinite(float(r[1])) and float(r[1]) > 0 for r in rows)  # plain MSE, then the weighted loss
+
+
+@pytest.mark.parametrize("shift", [1.0, 1.5, 3.0])
+def test_noise_levels_are_logit_normal_shifted(shift):
+    """Half of the training's noise levels lie below the shifted median shift/(1 + shift): 0.5 unshifted,
+    0.75 at the bundle's shift 3; all inside (0, 1)."""
+    s = train_unet.sample_sigmas(torch.Generator().manual_seed(0), 100_000, shift)
+    assert float(s.min()) > 0 and float(s.max()) < 1
+    assert abs(float(s.median()) - shift / (1 + shift)) < 0.01

@@ -33,8 +33,9 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
 
 Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDiscreteScheduler):
 x_s = (1 - s) x0 + s noise, the UNet gets timestep 1000 s and predicts noise - x0; s is drawn
-logit-normal and shifted by the bundle's flow_shift. 10 % of captions are dropped to "no prompt":
-one all-zero encoder state, which is what the pipeline's classifier-free guidance uses. Batches pad
+logit-normal and shifted by the bundle's flow_shift (`--train-shift` another shift: 1 puts more of
+the training at low noise, where the last sampler steps draw the detail). 10 % of captions are dropped
+to "no prompt": one all-zero encoder state, which is what the pipeline's classifier-free guidance uses. Batches pad
 prompts to one length with attention masks; the pipeline runs each prompt unpadded, which is the
 same computation.
 """
@@ -357,7 +358,8 @@ def train(args) -> None:
           "parameters", file=sys.stderr)
     rng = np.random.default_rng((args.seed, step))
     rng_t = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-    shift = float(cute_mini.SAMPLING["flow_shift"])
+    shift = float(cute_mini.SAMPLING["flow_shift"] if args.train_shift is None else args.train_shift)
+    print(f"noise levels: logit-normal shifted by {shift:g}", file=sys.stderr)
     started, last_save = time.time(), time.time()
     with open(out / "log.csv", "a", newline="") as log:
         writer = csv.writer(log)
@@ -452,6 +454,8 @@ def main() -> int:
             s.add_argument("--bf16", action="store_true")
             s.add_argument("--item-weight", type=float, default=1.0,
                            help="loss weight of latent pixels under an item's box (1: plain MSE)")
+            s.add_argument("--train-shift", type=float, default=None,
+                           help="shift of the logit-normal noise levels (default: the bundle's flow_shift)")
             s.add_argument("--log-every", type=int, default=50)
             s.add_argument("--save-every", type=int, default=1000)
             s.add_argument("--init", type=Path, help="start a new run from a checkpoint's or bundle's (.gguf) weights")
