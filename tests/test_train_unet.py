@@ -114,6 +114,9 @@ def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [*argv, "--steps", "2", "--train-shift", "1.5"])
     assert train_unet.main() == 0
     assert shifts == [1.5]  # the run's own noise-level shift, not the bundle's flow_shift (3)
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "3", "--train-shift", "0"])
+    with pytest.raises(SystemExit, match="--train-shift must be above 0"):
+        train_unet.main()
     st2 = torch.load(train_unet.run_checkpoint(), weights_only=True)
     assert st2["step"] == 2 and not torch.equal(st2["unet"][name], live)
     rows = [line.split(",") for line in (tmp_path / "unet" / "log.csv").read_text().splitlines()]

@@ -34,10 +34,10 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
 Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDiscreteScheduler):
 x_s = (1 - s) x0 + s noise, the UNet gets timestep 1000 s and predicts noise - x0; s is drawn
 logit-normal and shifted by the bundle's flow_shift (`--train-shift` another shift: 1 puts more of
-the training at low noise, where the last sampler steps draw the detail). 10 % of captions are dropped
-to "no prompt": one all-zero encoder state, which is what the pipeline's classifier-free guidance uses. Batches pad
-prompts to one length with attention masks; the pipeline runs each prompt unpadded, which is the
-same computation.
+the training at low noise, where the last sampler steps draw the detail; a run does not record it, so
+give it again on resuming). 10 % of captions are dropped to "no prompt": one all-zero encoder state,
+which is what the pipeline's classifier-free guidance uses. Batches pad prompts to one length with
+attention masks; the pipeline runs each prompt unpadded, which is the same computation.
 """
 
 from __future__ import annotations
@@ -359,6 +359,8 @@ def train(args) -> None:
     rng = np.random.default_rng((args.seed, step))
     rng_t = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
     shift = float(cute_mini.SAMPLING["flow_shift"] if args.train_shift is None else args.train_shift)
+    if not shift > 0:
+        raise SystemExit(f"--train-shift must be above 0, not {shift:g}")
     print(f"noise levels: logit-normal shifted by {shift:g}", file=sys.stderr)
     started, last_save = time.time(), time.time()
     with open(out / "log.csv", "a", newline="") as log:
