@@ -303,6 +303,9 @@ def train(args) -> None:
 
     import torch
 
+    shift = float(cute_mini.SAMPLING["flow_shift"] if args.train_shift is None else args.train_shift)
+    if not shift > 0:  # checked before the latents and checkpoint are loaded
+        raise SystemExit(f"--train-shift must be above 0, not {shift:g}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     ckpt = run_checkpoint()
@@ -358,9 +361,6 @@ def train(args) -> None:
           "parameters", file=sys.stderr)
     rng = np.random.default_rng((args.seed, step))
     rng_t = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-    shift = float(cute_mini.SAMPLING["flow_shift"] if args.train_shift is None else args.train_shift)
-    if not shift > 0:
-        raise SystemExit(f"--train-shift must be above 0, not {shift:g}")
     print(f"noise levels: logit-normal shifted by {shift:g}", file=sys.stderr)
     started, last_save = time.time(), time.time()
     with open(out / "log.csv", "a", newline="") as log:
