@@ -1,7 +1,8 @@
 """A SQLite cache of finished pictures: the same prompt, seed and settings on the same model give the
 same picture, so a classroom's frequent prompts come back in milliseconds.
 
-- Key: sha256 of the model id, the prompt's normalised key, seed and every setting (`picture_key`).
+- Key: sha256 of the model id, the bundle file's sha256, the prompt's normalised key, seed and every
+  setting (`picture_key`).
 - Bounded: after each insert, least recently used pictures go until the total is under `max_bytes`.
 - Two processes (the CLI and a kiosk server) may share the file: WAL mode, a busy timeout, and
   every change in one transaction.

@@ -87,6 +87,24 @@ def test_cache_hit(pipe):
     assert not pipe.generate(PROMPT, seed=5, size=64, steps=3).cached  # settings are part of the key
 
 
+def test_cache_follows_the_bundle_file_not_only_its_id(encoder_path, tmp_path):
+    # A candidate rewritten in place under the same model id must draw afresh, not get the old pictures.
+    path, cache = tmp_path / "m.gguf", tmp_path / "c.sqlite3"
+
+    def draw():
+        pipe = Pipeline.load(path, threads=2, text_encoder=encoder_path[0], cache=cache)
+        return pipe.generate(PROMPT, seed=5, size=64)
+
+    make_bundle(path, encoder_path[1])
+    first = draw()
+    again = draw()  # a new process, the same file: the cache serves it
+    assert again.cached and np.array_equal(pixels(first), pixels(again))
+    make_bundle(path, encoder_path[1], flow_shift=1.0)  # same id, other sampling: other pixels
+    other = draw()
+    assert not other.cached and other.model_id == first.model_id
+    assert not np.array_equal(pixels(first), pixels(other))
+
+
 def test_refusals_and_bad_settings(pipe):
     with pytest.raises(PromptError, match="拟人化"):
         pipe.generate("拟人化北极熊 8K", seed=1)
