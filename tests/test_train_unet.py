@@ -92,16 +92,16 @@ def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
              items=np.ones((2, side, side), np.uint8))
     for k, t in enumerate(texts):
         np.save(train_unet._state_path(str(t)), rng.standard_normal((3 + k, cm.TEXT_HIDDEN)).astype(np.float16))
-    argv = ["train_unet.py", "train", "--batch", "2", "--threads", "1", "--lr", "1e-2", "--item-weight", "3",
-            "--log-every", "1"]
+    argv = ["train_unet.py", "train", "--batch", "2", "--threads", "1", "--lr", "1e-2", "--log-every", "1"]
 
     torch.manual_seed(0)
     init = train_unet.make_models()[0].state_dict()
     torch.manual_seed(0)  # the same initial weights inside train
-    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "1"])
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "1", "--item-weight", "3"])
     assert train_unet.main() == 0
     st = torch.load(train_unet.run_checkpoint(), weights_only=True)
     assert st["step"] == 1 and st["unet_config"]["block_out_channels"] == (32, 32, 32)
+    assert st["settings"] == {"item_weight": 3.0, "train_shift": 3.0, "lr": 1e-2}
     decay = 2 / 11  # min(ema, (1 + step) / (10 + step)) after step 1
     name = "conv_in.weight"
     live, ema = st["unet"][name], st["ema_unet"][name]
@@ -114,13 +114,20 @@ def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [*argv, "--steps", "2", "--train-shift", "1.5"])
     assert train_unet.main() == 0
     assert shifts == [1.5]  # the run's own noise-level shift, not the bundle's flow_shift (3)
-    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "3", "--train-shift", "0"])
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "4", "--train-shift", "0"])
     with pytest.raises(SystemExit, match="--train-shift must be above 0"):
         train_unet.main()
     st2 = torch.load(train_unet.run_checkpoint(), weights_only=True)
     assert st2["step"] == 2 and not torch.equal(st2["unet"][name], live)
+    assert st2["settings"] == {"item_weight": 3.0, "train_shift": 1.5, "lr": 1e-2}  # weight kept, not given
+    weights = []
+    step = train_unet.train_step
+    monkeypatch.setattr(train_unet, "train_step", lambda *a: weights.append(float(a[-2].max())) or step(*a))
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "3"])  # resumed with neither flag: the run's own
+    assert train_unet.main() == 0
+    assert shifts == [1.5, 1.5] and weights == [3.0]
     rows = [line.split(",") for line in (tmp_path / "unet" / "log.csv").read_text().splitlines()]
-    assert [r[0] for r in rows] == ["1", "2"]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
     assert all(np.isfinite(float(r[1])) and float(r[1]) > 0 for r in rows)  # plain MSE, then the weighted loss
 
 

@@ -34,10 +34,12 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
 Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDiscreteScheduler):
 x_s = (1 - s) x0 + s noise, the UNet gets timestep 1000 s and predicts noise - x0; s is drawn
 logit-normal and shifted by the bundle's flow_shift (`--train-shift` another shift: 1 puts more of
-the training at low noise, where the last sampler steps draw the detail; a run does not record it, so
-give it again on resuming). 10 % of captions are dropped to "no prompt": one all-zero encoder state,
-which is what the pipeline's classifier-free guidance uses. Batches pad prompts to one length with
-attention masks; the pipeline runs each prompt unpadded, which is the same computation.
+the training at low noise, where the last sampler steps draw the detail). The checkpoint records the
+run's item weight and train shift: a resumed run keeps them unless given again (older checkpoints
+lack them: their runs resume at the defaults, weight 1 and the bundle's shift, and say so).
+10 % of captions are dropped to "no prompt": one all-zero encoder state, which is what the
+pipeline's classifier-free guidance uses. Batches pad prompts to one length with attention masks;
+the pipeline runs each prompt unpadded, which is the same computation.
 """
 
 from __future__ import annotations
@@ -298,14 +300,33 @@ def sample_sigmas(rng_t, n: int, shift: float):
     return shift * s / (1 + (shift - 1) * s)
 
 
+def run_settings(args, st: dict | None) -> dict[str, float]:
+    """The run's item weight and train shift: as given, else as the resumed checkpoint recorded them,
+    else the defaults (weight 1, the bundle's flow_shift). A change on resuming is said, not refused:
+    raising the item weight mid-run is how sections 10-11 of the history were trained."""
+    stored = (st or {}).get("settings", {})
+    defaults = {"item_weight": 1.0, "train_shift": float(cute_mini.SAMPLING["flow_shift"])}
+    out = {}
+    for key, default in defaults.items():
+        given = getattr(args, key)
+        out[key] = float(given if given is not None else stored.get(key, default))
+        flag = "--" + key.replace("_", "-")
+        if given is None and key in stored:
+            print(f"{flag} {out[key]:g}, as the checkpoint's run", file=sys.stderr)
+        elif given is None and st is not None:
+            print(f"{flag} {out[key]:g} (the default: the checkpoint does not record its run's)", file=sys.stderr)
+        elif st is not None and key in stored and float(stored[key]) != out[key]:
+            print(f"{flag} {out[key]:g}: the checkpoint's run used {float(stored[key]):g}", file=sys.stderr)
+    return out
+
+
 def train(args) -> None:
     import copy
 
     import torch
 
-    shift = float(cute_mini.SAMPLING["flow_shift"] if args.train_shift is None else args.train_shift)
-    if not shift > 0:  # checked before the latents and checkpoint are loaded
-        raise SystemExit(f"--train-shift must be above 0, not {shift:g}")
+    if args.train_shift is not None and not args.train_shift > 0:  # checked before anything is loaded
+        raise SystemExit(f"--train-shift must be above 0, not {args.train_shift:g}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     ckpt = run_checkpoint()
@@ -344,6 +365,8 @@ def train(args) -> None:
             grown, states[key] = add_attention(dict(config), states[key], args.attention_level, seed=args.seed)
         print(f"cross-attention added at level {args.attention_level}: {grown['down_block_types']}", file=sys.stderr)
         config = grown
+    settings = run_settings(args, st)
+    shift, item_weight = settings["train_shift"], settings["item_weight"]
     unet, align = make_models(config)
     ema_unet, ema_align = copy.deepcopy(unet).eval(), copy.deepcopy(align).eval()
     weights = {"unet": unet, "align": align, "ema_unet": ema_unet, "ema_align": ema_align}
@@ -361,7 +384,7 @@ def train(args) -> None:
           "parameters", file=sys.stderr)
     rng = np.random.default_rng((args.seed, step))
     rng_t = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-    print(f"noise levels: logit-normal shifted by {shift:g}", file=sys.stderr)
+    print(f"noise levels: logit-normal shifted by {shift:g}; item weight {item_weight:g}", file=sys.stderr)
     started, last_save = time.time(), time.time()
     with open(out / "log.csv", "a", newline="") as log:
         writer = csv.writer(log)
@@ -374,7 +397,7 @@ def train(args) -> None:
             for g in opt.param_groups:
                 g["lr"] = args.lr * min(1.0, (step + 1) / 1000)
             # Items (a hat is a few latent pixels) count item_weight times per pixel.
-            w = 1 + (args.item_weight - 1) * torch.from_numpy(items).to(device)[:, None]
+            w = 1 + (item_weight - 1) * torch.from_numpy(items).to(device)[:, None]
             mse, loss = train_step(unet, align, opt, params, x0, noise, s, states, mask, w, args.bf16)
             step += 1
             update_ema(ema_params, params, min(args.ema, (1 + step) / (10 + step)))
@@ -388,7 +411,7 @@ def train(args) -> None:
                 tmp = ckpt.with_suffix(".tmp")
                 torch.save({**{key: module.state_dict() for key, module in weights.items()},
                             "opt": opt.state_dict(), "step": step, "latent_stats": data.stats,
-                            "unet_config": dict(config)}, tmp)
+                            "unet_config": dict(config), "settings": dict(settings, lr=args.lr)}, tmp)
                 os.replace(tmp, ckpt)
                 last_save = time.time()
 
@@ -454,10 +477,12 @@ def main() -> int:
             s.add_argument("--ema", type=float, default=0.999)
             s.add_argument("--device", default="cpu")
             s.add_argument("--bf16", action="store_true")
-            s.add_argument("--item-weight", type=float, default=1.0,
-                           help="loss weight of latent pixels under an item's box (1: plain MSE)")
+            s.add_argument("--item-weight", type=float, default=None,
+                           help="loss weight of latent pixels under an item's box (default: the resumed run's, "
+                           "else 1: plain MSE)")
             s.add_argument("--train-shift", type=float, default=None,
-                           help="shift of the logit-normal noise levels (default: the bundle's flow_shift)")
+                           help="shift of the logit-normal noise levels (default: the resumed run's, else the "
+                           "bundle's flow_shift)")
             s.add_argument("--log-every", type=int, default=50)
             s.add_argument("--save-every", type=int, default=1000)
             s.add_argument("--init", type=Path, help="start a new run from a checkpoint's or bundle's (.gguf) weights")
