@@ -87,3 +87,34 @@ def test_probe_cases_change_one_word_each(tmp_path, monkeypatch):
         assert case["item"].any() and not (case["item"] & case["animal"]).any()
         assert set(case["states"]) == set(probe.VARIANTS)
         assert not case["states"]["no prompt"].any()
+
+
+def test_heldout_cases_are_heldout_renders_with_their_own_prompt(tmp_path, monkeypatch):
+    """--heldout: the pictures are the held-out split's renders (never in the prepared training shards),
+    their latent is what `to_latent` makes of the render, their true prompt is encoded from its caption."""
+    from make_dataset import labels, render
+
+    cm = train_unet.cute_mini
+    monkeypatch.setattr(train_unet, "TRAIN_DIR", tmp_path)
+    side = cm.LATENT_SIZE
+    (tmp_path / "latents").mkdir()
+    np.savez(tmp_path / "latents" / "shard-00000.npz", texts=np.array(["小熊 冰山上"]),
+             items=np.zeros((1, side, side), np.uint8),
+             latents=np.random.default_rng(0).standard_normal((1, cm.LATENT_CHANNELS, side, side)).astype(np.float16))
+    seen = []
+
+    def to_latent(image):
+        seen.append(np.asarray(image))
+        return np.full((cm.LATENT_CHANNELS, side, side), len(seen), np.float16)
+
+    def encode(words):
+        return np.full((len(words), cm.TEXT_HIDDEN), 7.0, np.float32)
+
+    cases = probe.probe_cases(train_unet.Data(), 2, encode, to_latent=to_latent)
+    assert len(cases) == len(seen) == 2
+    for k, case in enumerate(cases):
+        lab = labels(case["index"], split="heldout")
+        assert lab["features"] and len(case["states"]["true"]) == len(lab["encoder_text"].split())
+        assert (case["states"]["true"] == 7.0).all()
+        assert case["x0"].dtype == np.float32 and (case["x0"] == k + 1).all()
+        assert np.array_equal(seen[k], np.asarray(render(case["index"], split="heldout", size=cm.IMAGE_SIZE)[0]))

@@ -138,3 +138,18 @@ def test_noise_levels_are_logit_normal_shifted(shift):
     s = train_unet.sample_sigmas(torch.Generator().manual_seed(0), 100_000, shift)
     assert float(s.min()) > 0 and float(s.max()) < 1
     assert abs(float(s.median()) - shift / (1 + shift)) < 0.01
+
+
+def test_encode_latents_is_the_scaled_encoder_output():
+    """What prepare stores: (encoder(x) - shift_factor) * scaling_factor, as float16 (bf16 inside)."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    ae = AutoencoderTiny(**{**train_unet.cute_mini.TINY_AUTOENCODER, "scaling_factor": 2.0, "shift_factor": 0.5})
+    ae.eval()
+    images = [np.random.default_rng(k).uniform(-1, 1, (3, 64, 64)).astype(np.float32) for k in range(17)]
+    got = train_unet.encode_latents(ae, images)
+    with torch.no_grad():
+        want = (ae.encoder(torch.from_numpy(np.stack(images))) - 0.5) * 2.0
+    assert got.dtype == np.float16 and got.shape == tuple(want.shape)  # 17: two chunks of up to 16
+    assert np.abs(got.astype(np.float32) - want.numpy()).max() < 0.05 * float(want.abs().max())

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How much does a trained UNet use each word of its prompt? A training-loss probe, no judge involved.
 
-    python tools/probe_conditioning.py [--checkpoint ~/.cache/cutecpp/train/w9500.pt] [--n 256]
+    python tools/probe_conditioning.py [--checkpoint ~/.cache/cutecpp/train/w9500.pt] [--n 256] [--heldout]
 
 For training pictures that ask for an item, the flow-matching error (the training loss: plain squared
 error of the predicted noise - x0, normalised latents) is measured inside the latent pixels of the
@@ -17,6 +17,10 @@ If a model uses its item words, the error in the item box rises when the item wo
 as much as the error in the animal box rises when the animal word is swapped. The figure printed is
 each error relative to the true prompt's, per noise level. The text states of changed prompts come
 from the same text encoder (and word-by-word tokenisation) as `prepare`'s.
+
+`--heldout` probes renders of the held-out combinations instead (never trained on; encoded by the
+autoencoder that made the latents, as `prepare` does): where the true prompt's error there is well
+above its error on training pictures, the UNet has learnt its pictures more than how to compose them.
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ def swap_word(words: list[str], old: str, choices: list[str], rng: np.random.Gen
     return [new if w == old else w for w in words]
 
 
-def probe_cases(data: train_unet.Data, n: int, encode, seed: int = 0) -> list[dict]:
-    """Up to n training pictures with an item and an animal whose words appear in their encoder text,
-    with the text states of the four prompts."""
+def probe_cases(data: train_unet.Data, n: int, encode, seed: int = 0, to_latent=None) -> list[dict]:
+    """Up to n pictures with an item and an animal whose words appear in their encoder text, with the
+    text states of the four prompts: the prepared training pictures, or with `to_latent` (a rendered
+    picture -> its normalised latent) held-out renders, never trained on."""
     from make_dataset import render
 
     from cutecpp.vocab import load_vocabulary
@@ -55,12 +60,13 @@ def probe_cases(data: train_unet.Data, n: int, encode, seed: int = 0) -> list[di
     items = [e.zh_word for e in vocab.entries("item")]
     animals = [e.zh_word for e in vocab.entries("animal")]
     rng = np.random.default_rng(seed)
+    split = "train" if to_latent is None else "heldout"
     cases = []
-    for i in range(len(data.texts)):
+    for i in range(len(data.texts) if to_latent is None else 1 << 30):
         if len(cases) == n:
             break
-        _, lab = render(i, split="train", size=cute_mini.IMAGE_SIZE)  # the boxes come with the drawing
-        if lab["encoder_text"] != str(data.texts[i]) or not lab["features"]:
+        image, lab = render(i, split=split, size=cute_mini.IMAGE_SIZE)  # the boxes come with the drawing
+        if (to_latent is None and lab["encoder_text"] != str(data.texts[i])) or not lab["features"]:
             continue  # a shard from other renders (or no item asked)
         words = lab["encoder_text"].split()
         item = vocab.get(lab["features"][0][0])
@@ -72,8 +78,12 @@ def probe_cases(data: train_unet.Data, n: int, encode, seed: int = 0) -> list[di
                                 for k in ("item", "animal"))
         if item_swapped is None or animal_swapped is None or not item_box.any():
             continue
-        cases.append({"index": i, "states": {
-            "true": data.state(str(data.texts[i])).astype(np.float32),
+        if to_latent is None:
+            x0, true = data.latents[i], data.state(str(data.texts[i]))
+        else:
+            x0, true = to_latent(image), encode(words)
+        cases.append({"index": i, "x0": x0.astype(np.float32), "states": {
+            "true": true.astype(np.float32),
             "item swapped": encode(item_swapped), "animal swapped": encode(animal_swapped),
             "no prompt": np.zeros((1, cute_mini.TEXT_HIDDEN), np.float32)},
             "item": item_box, "animal": animal_box & ~item_box})
@@ -97,7 +107,12 @@ def box_errors(unet, align, x0, noise, s: float, states: np.ndarray, boxes: dict
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=train_unet.run_checkpoint(), help="a train_unet checkpoint")
-    p.add_argument("--n", type=int, default=256, help="training pictures probed")
+    p.add_argument("--n", type=int, default=256, help="pictures probed")
+    p.add_argument("--heldout", action="store_true",
+                   help="probe held-out renders (never trained on) instead of training pictures: the true prompt's "
+                   "error against the training pictures' shows how far the UNet generalises")
+    p.add_argument("--autoencoder", default=str(train_unet.TRAIN_DIR / "autoencoder-export"),
+                   help="with --heldout: the autoencoder that made the prepared latents")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -119,12 +134,24 @@ def main() -> int:
         raise SystemExit(f"{args.checkpoint} was trained on other latents than {train_unet.TRAIN_DIR / 'latents'}")
     encoder = TextEncoder(ensure_text_encoder(cute_mini.TEXT_ENCODER_LAYERS, load_vocabulary().encoder_words()),
                           threads=args.threads)
+    to_latent = None
+    if args.heldout:  # encoded as prepare does, normalised as Data does
+        from latent_encoder import load_autoencoder
+
+        train_unet._check_autoencoder(args.autoencoder)
+        ae = load_autoencoder(args.autoencoder)
+
+        def to_latent(image):
+            picture = np.asarray(image, np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+            return data.normalise(train_unet.encode_latents(ae, [picture]))[0]
+
     # float16 round trip: prepare stores the states as float16
-    cases = probe_cases(data, args.n, lambda w: encoder.encode(w).astype(np.float16).astype(np.float32))
+    cases = probe_cases(data, args.n, lambda w: encoder.encode(w).astype(np.float16).astype(np.float32),
+                        to_latent=to_latent)
     gen = torch.Generator().manual_seed(0)
     sums = {(s, v, k): [] for s in LEVELS for v in VARIANTS for k in ("item", "animal")}
     for n, case in enumerate(cases):
-        x0 = torch.from_numpy(data.latents[case["index"]].astype(np.float32))[None]
+        x0 = torch.from_numpy(case["x0"])[None]
         for s in LEVELS:
             noise = torch.randn(x0.shape, generator=gen)
             for v in VARIANTS:
@@ -133,14 +160,16 @@ def main() -> int:
                     sums[(s, v, k)].append(e)
         if (n + 1) % 32 == 0:
             print(f"probed {n + 1}/{len(cases)}", file=sys.stderr)
-    result = {"checkpoint": str(args.checkpoint), "step": int(st["step"]), "pictures": len(cases), "levels": {}}
+    kind = "held-out renders" if args.heldout else "training pictures"
+    result = {"checkpoint": str(args.checkpoint), "step": int(st["step"]), "pictures": len(cases), "kind": kind,
+              "levels": {}}
     for s in LEVELS:
         result["levels"][str(s)] = {k: {v: round(float(np.mean(sums[(s, v, k)])), 5) for v in VARIANTS}
                                     for k in ("item", "animal")}
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.checkpoint} (step {result['step']}), {len(cases)} training pictures; flow error in a box, "
+    print(f"{args.checkpoint} (step {result['step']}), {len(cases)} {kind}; flow error in a box, "
           "and relative to the true prompt's")
     print(f"{'noise':>6} {'box':>7} " + " ".join(f"{v:>22}" for v in VARIANTS))
     for s in LEVELS:

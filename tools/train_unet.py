@@ -120,6 +120,22 @@ def item_mask(boxes: list[dict], size: int, kind: str = "item") -> np.ndarray:
     return mask
 
 
+def encode_latents(ae, images: list[np.ndarray]) -> np.ndarray:
+    """Pictures [3, H, W] in -1..1 to the latents `prepare` stores: float16, the autoencoder's scaling
+    applied, not yet normalised per channel (Data does that)."""
+    import torch
+
+    scale, shift = float(ae.config.scaling_factor), float(ae.config.shift_factor)
+    latents = []
+    # bf16: a shard (render + text states + encoder) took ~0.4 min instead of ~0.6 here; the latents
+    # are stored as float16 anyway.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for k in range(0, len(images), 16):
+            z = ae.encoder(torch.from_numpy(np.stack(images[k : k + 16]))).float()
+            latents.append(((z - shift) * scale).numpy().astype(np.float16))
+    return np.concatenate(latents)
+
+
 def prepare(args) -> None:
     import torch
     from latent_encoder import load_autoencoder
@@ -131,7 +147,6 @@ def prepare(args) -> None:
 
     torch.set_num_threads(args.threads)
     ae = load_autoencoder(args.autoencoder)
-    scale, shift = float(ae.config.scaling_factor), float(ae.config.shift_factor)
     encoder = TextEncoder(ensure_text_encoder(cute_mini.TEXT_ENCODER_LAYERS, load_vocabulary().encoder_words()),
                           threads=args.threads)
     (TRAIN_DIR / "latents").mkdir(parents=True, exist_ok=True)
@@ -151,15 +166,8 @@ def prepare(args) -> None:
             state = _state_path(labels["encoder_text"])
             if not state.exists():
                 _save_npy_atomic(state, encoder.encode(labels["encoder_text"].split()).astype(np.float16))
-        latents = []
-        # bf16: a shard (render + text states + encoder) took ~0.4 min instead of ~0.6 here; the latents
-        # are stored as float16 anyway.
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            for k in range(0, len(images), 16):
-                z = ae.encoder(torch.from_numpy(np.stack(images[k : k + 16]))).float()
-                latents.append(((z - shift) * scale).numpy().astype(np.float16))
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.savez(f, latents=np.concatenate(latents), texts=np.array(texts), items=np.stack(items))
+            np.savez(f, latents=encode_latents(ae, images), texts=np.array(texts), items=np.stack(items))
         os.replace(f.name, path)
         done = min(shard + SHARD, args.n)
         print(f"prepared {done}/{args.n} ({(time.time() - started) / 60:.1f} min)", file=sys.stderr)
@@ -201,15 +209,19 @@ class Data:
         parts = [np.load(p) for p in shards]
         latents = np.concatenate([p["latents"] for p in parts])
         self.stats = load_channel_stats(latents)
-        mean = np.asarray(self.stats["mean"], np.float32)[None, :, None, None]
-        std = np.asarray(self.stats["std"], np.float32)[None, :, None, None]
-        self.latents = ((latents.astype(np.float32) - mean) / std).astype(np.float16)
+        self.latents = self.normalise(latents)
         self.texts = np.concatenate([p["texts"] for p in parts])
         # shards prepared before the item masks have none: no weighting there
         side = cute_mini.LATENT_SIZE
         self.items = np.concatenate([p["items"] if "items" in p.files else np.zeros((len(p["texts"]), side, side),
                                                                                       np.uint8) for p in parts])
         self.states: dict[str, np.ndarray] = {}
+
+    def normalise(self, latents: np.ndarray) -> np.ndarray:
+        """Prepared latents [n, C, h, w] normalised per channel by the run's fixed stats, as float16."""
+        mean = np.asarray(self.stats["mean"], np.float32)[None, :, None, None]
+        std = np.asarray(self.stats["std"], np.float32)[None, :, None, None]
+        return ((latents.astype(np.float32) - mean) / std).astype(np.float16)
 
     def state(self, text: str) -> np.ndarray:
         if text not in self.states:
