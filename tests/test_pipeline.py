@@ -97,7 +97,7 @@ def test_cache_follows_the_bundle_file_not_only_its_id(encoder_path, tmp_path):
 
     make_bundle(path, encoder_path[1])
     first = draw()
-    again = draw()  # a new process, the same file: the cache serves it
+    again = draw()  # a new pipeline on the same file: the cache serves it
     assert again.cached and np.array_equal(pixels(first), pixels(again))
     make_bundle(path, encoder_path[1], flow_shift=1.0)  # same id, other sampling: other pixels
     other = draw()

@@ -35,8 +35,9 @@ Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDis
 x_s = (1 - s) x0 + s noise, the UNet gets timestep 1000 s and predicts noise - x0; s is drawn
 logit-normal and shifted by the bundle's flow_shift (`--train-shift` another shift: 1 puts more of
 the training at low noise, where the last sampler steps draw the detail). The checkpoint records the
-run's item weight and train shift: a resumed run keeps them unless given again (older checkpoints
-lack them: their runs resume at the defaults, weight 1 and the bundle's shift, and say so).
+run's item weight and train shift (and its last lr, for the record): a resumed run keeps the two
+unless given again (older checkpoints lack them: their runs resume at the defaults, weight 1 and the
+bundle's shift, and say so).
 10 % of captions are dropped to "no prompt": one all-zero encoder state, which is what the
 pipeline's classifier-free guidance uses. Batches pad prompts to one length with attention masks;
 the pipeline runs each prompt unpadded, which is the same computation.
