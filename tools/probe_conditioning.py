@@ -26,6 +26,7 @@ above its error on training pictures, the UNet has learnt its pictures more than
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -62,7 +63,7 @@ def probe_cases(data: train_unet.Data, n: int, encode, seed: int = 0, to_latent=
     rng = np.random.default_rng(seed)
     split = "train" if to_latent is None else "heldout"
     cases = []
-    for i in range(len(data.texts) if to_latent is None else 1 << 30):
+    for i in range(len(data.texts)) if to_latent is None else itertools.count():
         if len(cases) == n:
             break
         image, lab = render(i, split=split, size=cute_mini.IMAGE_SIZE)  # the boxes come with the drawing

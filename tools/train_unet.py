@@ -324,11 +324,10 @@ def run_settings(args, st: dict | None) -> dict[str, float]:
         given = getattr(args, key)
         out[key] = float(given if given is not None else stored.get(key, default))
         flag = "--" + key.replace("_", "-")
-        if given is None and key in stored:
-            print(f"{flag} {out[key]:g}, as the checkpoint's run", file=sys.stderr)
-        elif given is None and st is not None:
-            print(f"{flag} {out[key]:g} (the default: the checkpoint does not record its run's)", file=sys.stderr)
-        elif st is not None and key in stored and float(stored[key]) != out[key]:
+        if given is None and st is not None:
+            source = "as the checkpoint's run" if key in stored else "the default: the checkpoint does not record it"
+            print(f"{flag} {out[key]:g} ({source})", file=sys.stderr)
+        elif key in stored and float(stored[key]) != out[key]:
             print(f"{flag} {out[key]:g}: the checkpoint's run used {float(stored[key]):g}", file=sys.stderr)
     return out
 
