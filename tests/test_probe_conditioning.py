@@ -118,3 +118,26 @@ def test_heldout_cases_are_heldout_renders_with_their_own_prompt(tmp_path, monke
         assert (case["states"]["true"] == 7.0).all()
         assert case["x0"].dtype == np.float32 and (case["x0"] == k + 1).all()
         assert np.array_equal(seen[k], np.asarray(render(case["index"], split="heldout", size=cm.IMAGE_SIZE)[0]))
+
+
+def test_heldout_cases_end_when_no_render_qualifies(tmp_path, monkeypatch):
+    """A vocabulary whose held-out renders never ask for an item gives no cases after a bounded number of
+    renders, instead of drawing forever."""
+    import make_dataset
+
+    cm = train_unet.cute_mini
+    monkeypatch.setattr(train_unet, "TRAIN_DIR", tmp_path)
+    side = cm.LATENT_SIZE
+    (tmp_path / "latents").mkdir()
+    np.savez(tmp_path / "latents" / "shard-00000.npz", texts=np.array(["小熊 冰山上"]),
+             items=np.zeros((1, side, side), np.uint8),
+             latents=np.random.default_rng(0).standard_normal((1, cm.LATENT_CHANNELS, side, side)).astype(np.float16))
+    drawn = []
+
+    def render(i, split, size):
+        drawn.append(i)
+        return None, {"encoder_text": "小熊 冰山上", "features": []}
+
+    monkeypatch.setattr(make_dataset, "render", render)
+    cases = probe.probe_cases(train_unet.Data(), 3, lambda w: None, to_latent=lambda image: None)
+    assert cases == [] and len(drawn) == 3 * probe.HELDOUT_TRIES

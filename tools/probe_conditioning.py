@@ -26,7 +26,6 @@ above its error on training pictures, the UNet has learnt its pictures more than
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -39,6 +38,7 @@ import train_unet  # noqa: E402
 
 LEVELS = (0.2, 0.4, 0.6, 0.8)
 VARIANTS = ("true", "item swapped", "animal swapped", "no prompt")
+HELDOUT_TRIES = 50  # held-out renders drawn per picture asked for, at most
 
 
 def swap_word(words: list[str], old: str, choices: list[str], rng: np.random.Generator) -> list[str] | None:
@@ -63,7 +63,9 @@ def probe_cases(data: train_unet.Data, n: int, encode, seed: int = 0, to_latent=
     rng = np.random.default_rng(seed)
     split = "train" if to_latent is None else "heldout"
     cases = []
-    for i in range(len(data.texts)) if to_latent is None else itertools.count():
+    # held-out renders are drawn on demand; most ask for an item, so 50 tries a picture is ample, and a
+    # vocabulary whose held-out renders never qualify ends the loop instead of spinning
+    for i in range(len(data.texts)) if to_latent is None else range(HELDOUT_TRIES * n):
         if len(cases) == n:
             break
         image, lab = render(i, split=split, size=cute_mini.IMAGE_SIZE)  # the boxes come with the drawing
@@ -149,6 +151,9 @@ def main() -> int:
     # float16 round trip: prepare stores the states as float16
     cases = probe_cases(data, args.n, lambda w: encoder.encode(w).astype(np.float16).astype(np.float32),
                         to_latent=to_latent)
+    if not cases:
+        raise SystemExit(f"no {'held-out renders' if args.heldout else 'prepared training pictures'} ask for an "
+                         "item with its animal and item words in the prompt: nothing to probe")
     gen = torch.Generator().manual_seed(0)
     sums = {(s, v, k): [] for s in LEVELS for v in VARIANTS for k in ("item", "animal")}
     for n, case in enumerate(cases):
