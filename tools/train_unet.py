@@ -509,7 +509,7 @@ def main() -> int:
         if name == "export":
             s.add_argument("-o", "--output", type=Path, required=True)
             s.add_argument("--dtype", default="f16")
-            s.add_argument("--model-id", default="cute-mini-0.9")  # the next ship
+            s.add_argument("--model-id", default="cute-mini-0.10")  # the next ship
             s.add_argument("--checkpoint", type=Path, default=None,
                            help="the training checkpoint to export (default: the run's newest, unet/latest.pt)")
     args = p.parse_args()
