@@ -89,11 +89,9 @@ def test_probe_cases_change_one_word_each(tmp_path, monkeypatch):
         assert not case["states"]["no prompt"].any()
 
 
-def test_heldout_cases_are_heldout_renders_with_their_own_prompt(tmp_path, monkeypatch):
-    """--heldout: the pictures are the held-out split's renders (never in the prepared training shards),
-    their latent is what `to_latent` makes of the render, their true prompt is encoded from its caption."""
-    from make_dataset import labels, render
-
+def _one_picture_cache(tmp_path, monkeypatch) -> None:
+    """A training cache of one prepared picture in tmp_path: what `Data()` needs for the held-out probe,
+    which draws its own pictures."""
     cm = train_unet.cute_mini
     monkeypatch.setattr(train_unet, "TRAIN_DIR", tmp_path)
     side = cm.LATENT_SIZE
@@ -101,6 +99,16 @@ def test_heldout_cases_are_heldout_renders_with_their_own_prompt(tmp_path, monke
     np.savez(tmp_path / "latents" / "shard-00000.npz", texts=np.array(["小熊 冰山上"]),
              items=np.zeros((1, side, side), np.uint8),
              latents=np.random.default_rng(0).standard_normal((1, cm.LATENT_CHANNELS, side, side)).astype(np.float16))
+
+
+def test_heldout_cases_are_heldout_renders_with_their_own_prompt(tmp_path, monkeypatch):
+    """--heldout: the pictures are the held-out split's renders (never in the prepared training shards),
+    their latent is what `to_latent` makes of the render, their true prompt is encoded from its caption."""
+    from make_dataset import labels, render
+
+    cm = train_unet.cute_mini
+    side = cm.LATENT_SIZE
+    _one_picture_cache(tmp_path, monkeypatch)
     seen = []
 
     def to_latent(image):
@@ -125,13 +133,7 @@ def test_heldout_cases_end_when_no_render_qualifies(tmp_path, monkeypatch):
     renders, instead of drawing forever."""
     import make_dataset
 
-    cm = train_unet.cute_mini
-    monkeypatch.setattr(train_unet, "TRAIN_DIR", tmp_path)
-    side = cm.LATENT_SIZE
-    (tmp_path / "latents").mkdir()
-    np.savez(tmp_path / "latents" / "shard-00000.npz", texts=np.array(["小熊 冰山上"]),
-             items=np.zeros((1, side, side), np.uint8),
-             latents=np.random.default_rng(0).standard_normal((1, cm.LATENT_CHANNELS, side, side)).astype(np.float16))
+    _one_picture_cache(tmp_path, monkeypatch)
     drawn = []
 
     def render(i, split, size):
