@@ -18,6 +18,7 @@ from cutecpp.convert import convert
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
+import cute_mini  # noqa: E402
 import train_unet  # noqa: E402
 
 MEAN = np.array([0.5, -2.0, 0.0, 1.0], np.float32)
@@ -153,3 +154,14 @@ def test_encode_latents_is_the_scaled_encoder_output():
         want = (ae.encoder(torch.from_numpy(np.stack(images))) - 0.5) * 2.0
     assert got.dtype == np.float16 and got.shape == tuple(want.shape)  # 17: two chunks of up to 16
     assert np.abs(got.astype(np.float32) - want.numpy()).max() < 0.05 * float(want.abs().max())
+
+
+def test_export_id_defaults_to_the_one_after_the_shipped_bundle(tmp_path):
+    ae = make_tiny("taesd")
+    ae.save_pretrained(tmp_path / "ae")
+    bundle = convert(tmp_path / "b.gguf", "f32", "cute-mini-0.9", tiny_decoder=tmp_path / "ae").path
+    assert cute_mini.next_ship_id(bundle) == "cute-mini-0.10"
+    assert cute_mini.next_model_id("cute-mini-1.19") == "cute-mini-1.20"
+    for bad in ("cute-mini", "cute-mini-0.x"):
+        with pytest.raises(ValueError, match="does not end in a dotted number"):
+            cute_mini.next_model_id(bad)

@@ -55,6 +55,27 @@ SAMPLING: dict[str, Any] = dict(
 )
 
 
+def next_model_id(model_id: str) -> str:
+    """The id after `model_id`: its last dotted number plus one ("cute-mini-0.9" -> "cute-mini-0.10")."""
+    head, dot, last = model_id.rpartition(".")
+    if not dot or not last.isdigit():
+        raise ValueError(f"model id {model_id!r} does not end in a dotted number (like cute-mini-0.9)")
+    return f"{head}.{int(last) + 1}"
+
+
+def next_ship_id(bundle: str | Path | None = None) -> str:
+    """The id a new export gets by default: the one after the working tree's shipped bundle's id."""
+    from gguf import GGUFReader
+
+    from cutecpp.info import DEFAULT_MODEL_FILE
+
+    bundle = bundle or Path(__file__).resolve().parents[1] / "cutecpp" / "data" / DEFAULT_MODEL_FILE
+    field = GGUFReader(str(bundle)).fields.get("cutecpp.model_id")
+    if field is None:
+        raise ValueError(f"{bundle} has no cutecpp.model_id")
+    return next_model_id(field.contents())
+
+
 def warn_if_installed_model_is_stale(model: str | Path | None) -> None:
     """The tools load the *installed* package's bundle when no --model is given; say so when the working
     tree's `cutecpp/data/cute-mini.gguf` differs from it (a new export not yet `pip install`ed)."""

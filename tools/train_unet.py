@@ -464,7 +464,7 @@ def export(args) -> None:
         unet.save_pretrained(Path(tmp, "unet"))
         align.save_pretrained(Path(tmp, "align"))
         decoder = decoder_folder(args.autoencoder, st.get("latent_stats"), Path(tmp, "decoder"))
-        summary = convert(args.output, args.dtype, args.model_id, unet=Path(tmp, "unet"),
+        summary = convert(args.output, args.dtype, args.model_id or cute_mini.next_ship_id(), unet=Path(tmp, "unet"),
                           tiny_decoder=decoder, alignment=Path(tmp, "align"), sampling=cute_mini.SAMPLING,
                           text_encoder={"sha256": QWEN_CODER_05B.sha256, "layers": cute_mini.TEXT_ENCODER_LAYERS},
                           name=f"cute-mini (step {st['step']})", license="MIT")
@@ -509,7 +509,8 @@ def main() -> int:
         if name == "export":
             s.add_argument("-o", "--output", type=Path, required=True)
             s.add_argument("--dtype", default="f16")
-            s.add_argument("--model-id", default="cute-mini-0.10")  # the next ship
+            s.add_argument("--model-id", default=None,
+                           help="the bundle's id (default: the one after the shipped cutecpp/data bundle's)")
             s.add_argument("--checkpoint", type=Path, default=None,
                            help="the training checkpoint to export (default: the run's newest, unet/latest.pt)")
     args = p.parse_args()
