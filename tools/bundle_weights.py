@@ -61,12 +61,21 @@ def read_state_dict(bundle: str | Path, component: str, module, key_prefix: str 
     return out
 
 
+def _plain(field) -> Any:
+    value = field.contents()
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def component_config(bundle: str | Path, component: str) -> dict[str, Any]:
     """The bundle's `cutecpp.<component>.*` keys as plain Python values."""
     prefix = f"cutecpp.{component}."
-    out: dict[str, Any] = {}
-    for key, field in _reader(bundle).fields.items():
-        if key.startswith(prefix):
-            value = field.contents()
-            out[key[len(prefix):]] = value.decode() if isinstance(value, bytes) else value
-    return out
+    return {key[len(prefix):]: _plain(field) for key, field in _reader(bundle).fields.items()
+            if key.startswith(prefix)}
+
+
+def header_value(bundle: str | Path, key: str) -> Any:
+    """One header key of the bundle (e.g. "cutecpp.model_id") as a plain Python value."""
+    field = _reader(bundle).fields.get(key)
+    if field is None:
+        raise ValueError(f"{bundle} has no {key}")
+    return _plain(field)

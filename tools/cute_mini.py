@@ -63,17 +63,18 @@ def next_model_id(model_id: str) -> str:
     return f"{head}.{int(last) + 1}"
 
 
-def next_ship_id(bundle: str | Path | None = None) -> str:
-    """The id a new export gets by default: the one after the working tree's shipped bundle's id."""
-    from gguf import GGUFReader
-
+def tree_bundle() -> Path:
+    """The working tree's shipped bundle, `cutecpp/data/cute-mini.gguf` (not the installed package's)."""
     from cutecpp.info import DEFAULT_MODEL_FILE
 
-    bundle = bundle or Path(__file__).resolve().parents[1] / "cutecpp" / "data" / DEFAULT_MODEL_FILE
-    field = GGUFReader(str(bundle)).fields.get("cutecpp.model_id")
-    if field is None:
-        raise ValueError(f"{bundle} has no cutecpp.model_id")
-    return next_model_id(field.contents())
+    return Path(__file__).resolve().parents[1] / "cutecpp" / "data" / DEFAULT_MODEL_FILE
+
+
+def next_ship_id(bundle: str | Path | None = None) -> str:
+    """The id a new export gets by default: the one after the working tree's shipped bundle's id."""
+    from bundle_weights import header_value
+
+    return next_model_id(header_value(bundle or tree_bundle(), "cutecpp.model_id"))
 
 
 def warn_if_installed_model_is_stale(model: str | Path | None) -> None:
@@ -82,9 +83,9 @@ def warn_if_installed_model_is_stale(model: str | Path | None) -> None:
     import filecmp
     import sys
 
-    from cutecpp.info import DEFAULT_MODEL_FILE, default_model_path
+    from cutecpp.info import default_model_path
 
-    tree = Path(__file__).resolve().parents[1] / "cutecpp" / "data" / DEFAULT_MODEL_FILE
+    tree = tree_bundle()
     installed = default_model_path()
     if model is not None or installed is None or not tree.is_file() or tree.resolve() == installed.resolve():
         return
