@@ -165,3 +165,52 @@ def test_export_id_defaults_to_the_one_after_the_shipped_bundle(tmp_path):
     for bad in ("cute-mini", "cute-mini-0.x"):
         with pytest.raises(ValueError, match="does not end in a dotted number"):
             cute_mini.next_model_id(bad)
+
+
+def _assembled(tmp_path, monkeypatch) -> Path:
+    """fit_encoder.py assemble's folder: the committed encoder and the shipped bundle's decoder."""
+    import fit_encoder
+
+    monkeypatch.setattr(fit_encoder, "TRAIN_DIR", tmp_path / "train")
+    folder = tmp_path / "ae"
+    fit_encoder.assemble(type("Args", (), {"bundle": fit_encoder.DEFAULT_BUNDLE, "output": folder, "run": False})())
+    return folder
+
+
+def _perturb_decoder(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "diffusion_pytorch_model.safetensors"
+    weights = load_file(str(path))
+    key = next(k for k in weights if k.startswith("decoder.") and k.endswith("weight"))
+    weights[key] = weights[key] + 0.01
+    save_file(weights, str(path))
+
+
+def test_latents_belong_to_the_encoder_alone(tmp_path, monkeypatch):
+    """A decoder fine-tune (tools/fit_decoder.py) keeps the prepared latents valid; another encoder does not."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _assembled(tmp_path, monkeypatch)
+    before = train_unet._autoencoder_id(folder)
+    _perturb_decoder(folder)
+    assert train_unet._autoencoder_id(folder) == before
+    enc = folder / "latent_encoder.safetensors"
+    weights = load_file(str(enc))
+    weights = {k: v + 0.01 if i == 0 else v for i, (k, v) in enumerate(weights.items())}
+    save_file(weights, str(enc))
+    assert train_unet._autoencoder_id(folder) != before
+    # A joint autoencoder folder (no LatentEncoder beside it): its weights, encoder included, are the id.
+    enc.unlink()
+    joint = train_unet._autoencoder_id(folder)
+    _perturb_decoder(folder)
+    assert train_unet._autoencoder_id(folder) != joint
+
+
+def test_export_notes_a_decoder_that_is_not_the_shipped_one(tmp_path, monkeypatch, capsys):
+    folder = _assembled(tmp_path, monkeypatch)
+    train_unet._warn_if_not_the_shipped_decoder(folder)
+    assert "is not the one in" not in capsys.readouterr().err
+    _perturb_decoder(folder)
+    train_unet._warn_if_not_the_shipped_decoder(folder)
+    assert "fit_encoder.py assemble" in capsys.readouterr().err

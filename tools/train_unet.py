@@ -11,8 +11,9 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
 - `latents/shard-NNNNN.npz`: latents already scaled for the UNet (float16 [n, 16, 32, 32]), each
   picture's `encoder_text` (the canonical prompt words: `cutecpp.prompt.parse_prompt(caption)`) and
   `items` (uint8 [n, 32, 32]: the latent pixels under an item's box, for `train --item-weight`).
-- `latents/autoencoder.json`: the sha256 of the autoencoder that made them; prepare and export
-  refuse another one (the UNet learns that autoencoder's latent space, and ships with its decoder).
+- `latents/autoencoder.json`: the sha256 of the encoder that made them; prepare and export refuse
+  another one (the UNet learns that encoder's latent space). Export ships the folder's decoder, and
+  says so when it is not the working tree's shipped one (tools/fit_decoder.py fine-tunes that alone).
 - `text_states/<sha1 of encoder_text>.npy`: the text encoder's states for it (float16 [T, 896]), made
   once per distinct prompt with the same encoder, layers and word-by-word tokenization as the
   pipeline, so training and drawing condition on identical inputs.
@@ -71,14 +72,36 @@ def _state_path(text: str) -> Path:
 
 
 def _autoencoder_id(folder: str | Path) -> str:
-    """sha256 of an exported autoencoder's weights (and of its LatentEncoder, when it has one): the
-    latents are only valid for that autoencoder."""
+    """sha256 of what made the latents: the folder's LatentEncoder file when it has one (fit_encoder.py
+    assemble; the latents depend on the encoder alone, so a decoder fine-tuned by tools/fit_decoder.py keeps
+    them valid), else the autoencoder's weights (train_autoencoder.py's joint export)."""
     from latent_encoder import ENCODER_FILE_NAME
 
-    h = hashlib.sha256(Path(folder, "diffusion_pytorch_model.safetensors").read_bytes())
-    if Path(folder, ENCODER_FILE_NAME).exists():
-        h.update(Path(folder, ENCODER_FILE_NAME).read_bytes())
-    return h.hexdigest()
+    encoder = Path(folder, ENCODER_FILE_NAME)
+    path = encoder if encoder.exists() else Path(folder, "diffusion_pytorch_model.safetensors")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _warn_if_not_the_shipped_decoder(folder: str | Path) -> None:
+    """The export ships the folder's decoder. Say so when it is not the working tree's shipped one: after a
+    decoder fine-tune (tools/fit_decoder.py) an older folder would quietly take the new decoder back out."""
+    import torch
+    from bundle_weights import read_state_dict
+    from diffusers import AutoencoderTiny
+    from safetensors.torch import load_file
+
+    shipped = cute_mini.tree_bundle()
+    weights = load_file(str(Path(folder, "diffusion_pytorch_model.safetensors")))
+    mine = {k.removeprefix("decoder."): v for k, v in weights.items() if k.startswith("decoder.")}
+    try:
+        theirs = read_state_dict(shipped, "tiny_decoder", AutoencoderTiny(**cute_mini.TINY_AUTOENCODER).decoder,
+                                 "decoder.")
+    except (KeyError, ValueError, OSError):  # another architecture, or no bundle in the tree
+        theirs = {}
+    if mine.keys() != theirs.keys() or not all(torch.allclose(mine[k].float(), theirs[k], rtol=1e-3, atol=1e-6)
+                                               for k in mine):
+        print(f"note: the decoder exported from {folder} is not the one in {shipped}; if that one is newer "
+              f"(a decoder fine-tune), `python tools/fit_encoder.py assemble -o {folder}` takes it", file=sys.stderr)
 
 
 def _check_autoencoder(folder: str | Path, *, create: bool = False) -> None:
@@ -455,7 +478,8 @@ def export(args) -> None:
     from cutecpp.convert import convert
     from cutecpp.encoder_build import QWEN_CODER_05B
 
-    _check_autoencoder(args.autoencoder)  # the decoder shipped must be the one whose latents trained the UNet
+    _check_autoencoder(args.autoencoder)  # the encoder must be the one whose latents trained the UNet
+    _warn_if_not_the_shipped_decoder(args.autoencoder)
     st = torch.load(args.checkpoint or run_checkpoint(), map_location="cpu", weights_only=True)
     unet, align = make_models(st.get("unet_config"))
     unet.load_state_dict(st["ema_unet"])
