@@ -70,7 +70,7 @@ def test_export_refuses_a_run_of_another_bundle(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not FONT.exists(), reason="needs Debian's fonts-noto-color-emoji")
-def test_train_moves_the_decoder_only_and_resumes(tmp_path, monkeypatch):
+def test_train_moves_the_decoder_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(fit_decoder, "OUT", tmp_path)
     args = SimpleNamespace(bundle=BUNDLE, steps=2, encoder=None, item_weight=4.0, batch=2, crop=64, lr=1e-3,
                            threads=1, bf16=False, seed=0, log_every=1, save_every=1)
