@@ -2,8 +2,8 @@
 """Fine-tune a shipped bundle's tiny decoder against the committed training encoder, which stays frozen:
 the latent space stays the one the bundle's UNet was trained on, so the UNet ships unchanged and only
 the decoder learns to draw more of what the latents hold (above all the accessories: through the
-committed encoder and the shipped decoder the judge finds 81 % of the asked items on held-out renders,
-against 94 % on the renders themselves, docs/cute-mini.md).
+committed encoder and 0.10's decoder the judge found 81 % of the asked items on held-out renders,
+against 92 % on the renders themselves; 0.11's decoder is this tool's, docs/cute-mini.md).
 
     python tools/fit_decoder.py train [--steps 3000]     # fine-tune (or continue) the bundle's decoder
     python tools/fit_decoder.py export -o X.gguf         # the bundle with the run's newest decoder
