@@ -59,6 +59,9 @@ def test_export_replaces_only_the_decoder(tmp_path, monkeypatch):
     for key in ("latents_mean", "latents_std", "scaling_factor", "shift_factor", "latent_channels"):
         assert new_cfg[key] == pytest.approx(old_cfg[key]), key
     assert bundle_weights.header_value(out, "cutecpp.model_id") == "cute-mini-test"
+    source = bundle_weights.header_value(BUNDLE, "cutecpp.model_id")
+    name = bundle_weights.header_value(out, "general.name")
+    assert name == f"cute-mini ({source}'s UNet, decoder fine-tuned 7 steps)"
 
 
 def test_export_refuses_a_run_of_another_bundle(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cute_mini  # noqa: E402
 import fit_encoder  # noqa: E402
-from bundle_weights import component_config  # noqa: E402
+from bundle_weights import component_config, header_value  # noqa: E402
 
 OUT = cute_mini.TRAIN_DIR / "decoder-fit"
 
@@ -143,7 +143,8 @@ def export(args) -> None:
         summary = convert(args.output, args.dtype, model_id, unet=Path(tmp, "unet"), tiny_decoder=decoder,
                           alignment=Path(tmp, "align"), sampling=cute_mini.SAMPLING,
                           text_encoder={"sha256": QWEN_CODER_05B.sha256, "layers": cute_mini.TEXT_ENCODER_LAYERS},
-                          name=f"cute-mini ({Path(args.bundle).name}, decoder fine-tuned {st['step']} steps)",
+                          name=f"cute-mini ({header_value(args.bundle, 'cutecpp.model_id')}'s UNet, "
+                               f"decoder fine-tuned {st['step']} steps)",
                           license="MIT")
     print(summary.table())
     print(json.dumps({"decoder_step": int(st["step"]), "output": str(args.output), "model_id": model_id}))
