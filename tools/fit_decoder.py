@@ -22,7 +22,6 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ def _run_state() -> dict:
 
 def train(args) -> None:
     import torch
-    from train_autoencoder import Batches, image_losses
+    from train_autoencoder import Batches, image_losses, optimizer_step, save_checkpoint, warmup_then_decay
 
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -77,20 +76,15 @@ def train(args) -> None:
         writer = csv.writer(log)
         while step < args.steps:
             x, items = (torch.as_tensor(a) for a in next(batches))
-            # warm-up, then linear decay to a tenth: a fixed budget ends on a low learning rate
-            lr = args.lr * min((step + 1) / 100, 1.0 - 0.9 * step / args.steps)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = warmup_then_decay(args.lr, step, args.steps, warmup=100)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 with torch.no_grad():
                     z = encoder(x)
                 y = decoder(z)
             l1, edge = image_losses(y.float(), x, 1 + (args.item_weight - 1) * items)
             loss = l1 + edge
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
-            opt.step()
+            optimizer_step(opt, loss, decoder.parameters())
             step += 1
             if step % args.log_every == 0:
                 elapsed = time.time() - started
@@ -100,10 +94,8 @@ def train(args) -> None:
                 print(f"step {step}  l1 {l1.item():.4f}  edge {edge.item():.4f}  {elapsed / 60:.1f} min",
                       file=sys.stderr)
             if step % args.save_every == 0 or step == args.steps or time.time() - last_save > 600:
-                tmp = ckpt.with_suffix(".tmp")
-                torch.save({"decoder": decoder.state_dict(), "opt": opt.state_dict(), "step": step,
-                            "bundle_sha256": bundle_sha, "item_weight": args.item_weight}, tmp)
-                os.replace(tmp, ckpt)
+                save_checkpoint({"decoder": decoder.state_dict(), "opt": opt.state_dict(), "step": step,
+                                 "bundle_sha256": bundle_sha, "item_weight": args.item_weight}, ckpt)
                 last_save = time.time()
 
 

@@ -144,7 +144,7 @@ def draw_pairs(bundle: Path, n: int, threads: int, path: Path | None = None,
 
 def train(args) -> None:
     import torch
-    from train_autoencoder import Batches, image_losses
+    from train_autoencoder import Batches, image_losses, optimizer_step, save_checkpoint, warmup_then_decay
 
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -177,20 +177,15 @@ def train(args) -> None:
             pick = rng.integers(0, len(pictures), args.cycle_batch)
             xg = torch.from_numpy(pictures[pick].astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0)
             zg = torch.from_numpy(latents[pick])
-            # warm-up, then linear decay to a tenth: a fixed budget ends on a low learning rate
-            lr = args.lr * min((step + 1) / 200, 1.0 - 0.9 * step / args.steps)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = warmup_then_decay(args.lr, step, args.steps, warmup=200)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 y = ae.decoder(ae.encoder(x))
                 zc = ae.encoder(xg)
             l1, edge = image_losses(y.float(), x, 1 + (args.item_weight - 1) * items)
             cycle = ((zc.float() - zg) * inv_std).abs().mean()
             loss = l1 + edge + args.cycle_weight * cycle
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(ae.encoder.parameters(), 1.0)
-            opt.step()
+            optimizer_step(opt, loss, ae.encoder.parameters())
             step += 1
             if step % args.log_every == 0:
                 elapsed = time.time() - started
@@ -200,10 +195,8 @@ def train(args) -> None:
                 print(f"step {step}  l1 {l1.item():.4f}  edge {edge.item():.4f}  cycle {cycle.item():.4f} std  "
                       f"{elapsed / 60:.1f} min", file=sys.stderr)
             if step % args.save_every == 0 or step == args.steps or time.time() - last_save > 600:
-                tmp = ckpt.with_suffix(".tmp")
-                torch.save({"encoder": ae.encoder.state_dict(), "encoder_config": ae.encoder.config,
-                            "opt": opt.state_dict(), "step": step}, tmp)
-                os.replace(tmp, ckpt)
+                save_checkpoint({"encoder": ae.encoder.state_dict(), "encoder_config": ae.encoder.config,
+                                 "opt": opt.state_dict(), "step": step}, ckpt)
                 last_save = time.time()
 
 

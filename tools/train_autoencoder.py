@@ -94,6 +94,31 @@ def image_losses(y, x, weight=None):
     return l1, edge
 
 
+def warmup_then_decay(lr: float, step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then linear decay to a tenth at `steps`: a fixed budget ends on a
+    low learning rate (the fit_encoder/fit_decoder fine-tunes)."""
+    return lr * min((step + 1) / warmup, 1.0 - 0.9 * step / steps)
+
+
+def optimizer_step(opt, loss, params) -> None:
+    """One step of every loop here: fresh gradients of `loss`, their norm clipped to 1, the update."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """torch.save through a temporary file and a rename: a save cut short leaves the previous checkpoint."""
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def losses(model, x):
     z = model.encoder(x)
     y = model.decoder(z)
@@ -144,10 +169,7 @@ def train(args) -> None:
                 g["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 loss, parts, y = losses(model, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            optimizer_step(opt, loss, model.parameters())
             step += 1
             if step % args.log_every == 0:
                 elapsed = time.time() - started
@@ -157,9 +179,7 @@ def train(args) -> None:
                 print(f"step {step}  loss {float(loss):.4f}  l1 {parts['l1']:.4f}  edge {parts['edge']:.4f}  "
                       f"z_rms {parts['latent_rms']:.2f}  {elapsed / 60:.1f} min", file=sys.stderr)
             if step % args.save_every == 0 or step == args.steps or time.time() - last_save > 600:
-                tmp = ckpt.with_suffix(".tmp")
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
-                os.replace(tmp, ckpt)
+                save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
                 last_save = time.time()
                 save_preview(out / f"preview-{step:06d}.png", x, y)
 
