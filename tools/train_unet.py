@@ -86,16 +86,14 @@ def _warn_if_not_the_shipped_decoder(folder: str | Path) -> None:
     """The export ships the folder's decoder. Say so when it is not the working tree's shipped one: after a
     decoder fine-tune (tools/fit_decoder.py) an older folder would quietly take the new decoder back out."""
     import torch
-    from bundle_weights import read_state_dict
-    from diffusers import AutoencoderTiny
+    from fit_encoder import make_autoencoder
     from safetensors.torch import load_file
 
     shipped = cute_mini.tree_bundle()
     weights = load_file(str(Path(folder, "diffusion_pytorch_model.safetensors")))
     mine = {k.removeprefix("decoder."): v for k, v in weights.items() if k.startswith("decoder.")}
     try:
-        theirs = read_state_dict(shipped, "tiny_decoder", AutoencoderTiny(**cute_mini.TINY_AUTOENCODER).decoder,
-                                 "decoder.")
+        theirs = make_autoencoder(shipped).decoder.state_dict()
     except (KeyError, ValueError, OSError):  # another architecture, or no bundle in the tree
         theirs = {}
     if mine.keys() != theirs.keys() or not all(torch.allclose(mine[k].float(), theirs[k], rtol=1e-3, atol=1e-6)
