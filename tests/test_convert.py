@@ -500,7 +500,7 @@ def test_tiny_defaults_are_diffusers_defaults():
     ("act_fn", "silu"),
     ("upsample_fn", "bilinear"),
     ("num_decoder_blocks", [1, 1]),
-    ("decoder_block_out_channels", [8, 8, 8, 8, 16]),
+    ("decoder_block_out_channels", [8, 8, 8]),
     ("_class_name", "AutoencoderKL"),
     ("use_fancy_decoder", True),
 ])

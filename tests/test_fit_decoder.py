@@ -76,7 +76,7 @@ def test_export_refuses_a_run_of_another_bundle(tmp_path, monkeypatch):
 def test_train_moves_the_decoder_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(fit_decoder, "OUT", tmp_path)
     args = SimpleNamespace(bundle=BUNDLE, steps=2, encoder=None, item_weight=4.0, batch=2, crop=64, lr=1e-3,
-                           threads=1, bf16=False, seed=0, log_every=1, save_every=1)
+                           threads=1, bf16=False, seed=0, log_every=1, save_every=1, widen=None)
     fit_decoder.train(args)
     st = fit_decoder._run_state()
     assert st["step"] == 2 and st["bundle_sha256"] == fit_decoder._sha256(BUNDLE)
@@ -92,3 +92,34 @@ def test_train_moves_the_decoder_and_resumes(tmp_path, monkeypatch):
     other.write_bytes(BUNDLE.read_bytes() + b"\0")
     with pytest.raises(SystemExit, match="another bundle"):
         fit_decoder.train(SimpleNamespace(**{**vars(args), "bundle": other, "steps": 4}))
+
+
+@pytest.mark.skipif(not FONT.exists(), reason="needs Debian's fonts-noto-color-emoji")
+def test_a_widened_run_exports_a_decoder_the_core_runs(tmp_path, monkeypatch):
+    """--widen: the run's decoder is wider at its first stages; the export's C++ decoder draws what it draws."""
+    from latent_decoder import LatentDecoder
+
+    import cutecpp
+
+    monkeypatch.setattr(fit_decoder, "OUT", tmp_path / "fit")
+    widths = (24, 20, 16, 16, 16)
+    args = SimpleNamespace(bundle=BUNDLE, steps=1, encoder=None, item_weight=4.0, batch=2, crop=64, lr=1e-3,
+                           threads=1, bf16=False, seed=0, log_every=1, save_every=1, widen=widths)
+    fit_decoder.train(args)
+    st = fit_decoder._run_state()
+    assert st["decoder_config"]["channels"] == list(widths)
+    with pytest.raises(SystemExit, match="applies to a new run"):
+        fit_decoder.train(SimpleNamespace(**{**vars(args), "steps": 2, "widen": (32,) * 5}))
+
+    out = tmp_path / "wide.gguf"
+    fit_decoder.export(SimpleNamespace(bundle=BUNDLE, output=out, dtype="f16", model_id="cute-mini-wide"))
+    assert bundle_weights.component_config(out, "tiny_decoder")["block_out_channels"] == list(widths)
+    decoder = LatentDecoder(**st["decoder_config"]).eval()
+    decoder.load_state_dict(st["decoder"])
+    mean, std = fit_decoder.fit_encoder.raw_latent_stats(BUNDLE)
+    z = np.random.default_rng(0).standard_normal((1, 16, 4, 4)).astype(np.float32)
+    with torch.no_grad():
+        want = decoder(torch.from_numpy(z * std[:, None, None] + mean[:, None, None])).numpy()
+    got = cutecpp.Context(cutecpp.Model.load(out), threads=2).tiny_decode(z)
+    assert got.shape == want.shape == (1, 3, 64, 64)
+    assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()  # f16 weights

@@ -1,27 +1,51 @@
-"""The C++ tiny decoder against diffusers' AutoencoderTiny (TAESD-style) decoder.
+"""The C++ tiny decoder against diffusers' AutoencoderTiny (TAESD-style) decoder, and against
+tools/latent_decoder.py's with a width per stage.
 
 f32: max abs error <= 1e-4 x the output's scale, whole decoder and every layer.
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
-from bundles import TINY_CONFIGS, make_tiny, tiny_decoder_bundle
+from bundles import ROOT, TINY_CONFIGS, make_tiny, tiny_decoder_bundle
 from gguf import GGUFValueType
 
 import cutecpp
+from cutecpp.convert import convert
+
+sys.path.insert(0, str(ROOT / "tools"))
+import latent_decoder  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
 def test_tiny_decoder_matches_diffusers(name, tmp_path):
     vae = make_tiny(name)
     path = tiny_decoder_bundle(name).write(tmp_path / f"{name}.gguf")
+    check_every_layer(path, vae, TINY_CONFIGS[name]["latent_channels"])
+
+
+def test_stage_widths_may_change(tmp_path):
+    """A decoder wider at its first stages (tools/latent_decoder.py, as cute-mini's decoder fine-tune may
+    train one), through the converter from its AutoencoderTiny folder; a stage without blocks too."""
+    vae = make_tiny("taesd")
+    torch.manual_seed(1)
+    latent_decoder.swap_into(vae, latent_decoder.LatentDecoder((12, 8, 8, 4), (2, 1, 0, 1), latent_channels=4))
+    vae.save_pretrained(tmp_path / "ae")
+    convert(tmp_path / "wide.gguf", "f32", "test-wide", tiny_decoder=tmp_path / "ae")
+    info = cutecpp.Model.load(tmp_path / "wide.gguf").info["config"]["components"]["tiny_decoder"]
+    assert info["block_out_channels"] == [12, 8, 8, 4] and info["num_blocks"] == [2, 1, 0, 1]
+    check_every_layer(tmp_path / "wide.gguf", vae.eval(), 4)
+
+
+def check_every_layer(path, vae, latent_channels):
     ctx = cutecpp.Context(cutecpp.Model.load(path), threads=2)
     ctx.set_trace(True)
     rng = np.random.default_rng(0)
-    latents = (3 * rng.standard_normal((2, TINY_CONFIGS[name]["latent_channels"], 4, 3))).astype(np.float32)
+    latents = (3 * rng.standard_normal((2, latent_channels, 4, 3))).astype(np.float32)
 
     layers: dict[str, np.ndarray] = {}
     handles = [
@@ -45,13 +69,13 @@ def test_tiny_decoder_matches_diffusers(name, tmp_path):
         traced += 1
         err = np.abs(got_layer - ref_layer).max()
         assert err <= 1e-4 * np.abs(ref_layer).max(), f"layer {i}: {err:.3e}"
-    assert traced >= len(TINY_CONFIGS[name]["num_decoder_blocks"]) + 1
+    assert traced >= len(vae.config["num_decoder_blocks"]) + 1
 
 
-def test_unequal_stage_channels_refused(tmp_path):
+def test_a_stage_of_no_channels_refused(tmp_path):
     b = tiny_decoder_bundle("taesd")
-    b.set("cutecpp.tiny_decoder.block_out_channels", GGUFValueType.ARRAY, [8, 8, 8, 16], GGUFValueType.UINT32)
-    with pytest.raises(cutecpp.UnsupportedError, match="repeated"):
+    b.set("cutecpp.tiny_decoder.block_out_channels", GGUFValueType.ARRAY, [8, 8, 0, 8], GGUFValueType.UINT32)
+    with pytest.raises(cutecpp.UnsupportedError, match="channel counts must be 1 to 8192"):
         cutecpp.Model.load(b.write(tmp_path / "bad.gguf"))
 
 

@@ -12,8 +12,11 @@ against 92 % on the renders themselves; 0.11's decoder is this tool's, docs/cute
 
 Loss: L1 + image-gradient L1 of D(E(x)) - x on random crops of rendered pictures, the pixels of item boxes
 weighing --item-weight times (tools/train_autoencoder.py's losses, as tools/fit_encoder.py uses them). The
-decoder keeps its architecture, so a picture costs what it did. State: ~/.cache/cutecpp/train/decoder-fit/
-(`latest.pt`: decoder, optimizer, step and the bundle it started from; `log.csv`); CUTECPP_TRAIN_DIR moves it.
+decoder keeps its architecture, so a picture costs what it did, unless a new run is given `--widen C0,...`
+(widths per stage, from the latents' 32x32 up): then it starts as the bundle's decoder widened so that it
+computes the same pictures (tools/latent_decoder.py) and trains the new channels too. State:
+~/.cache/cutecpp/train/decoder-fit/ (`latest.pt`: decoder, its widths, optimizer, step and the bundle it
+started from; `log.csv`); CUTECPP_TRAIN_DIR moves it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cute_mini  # noqa: E402
 import fit_encoder  # noqa: E402
+import latent_decoder  # noqa: E402
 from bundle_weights import component_config, header_value  # noqa: E402
 
 OUT = cute_mini.TRAIN_DIR / "decoder-fit"
@@ -45,6 +49,11 @@ def _run_state() -> dict:
     return torch.load(OUT / "latest.pt", map_location="cpu", weights_only=True)
 
 
+def _decoder_config(st: dict, bundle: Path) -> dict:
+    """The run's LatentDecoder config (runs saved before --widen: the bundle's decoder, as they started)."""
+    return st.get("decoder_config") or fit_encoder.make_autoencoder(bundle).decoder.config
+
+
 def train(args) -> None:
     import torch
     from train_autoencoder import Batches, image_losses, optimizer_step, save_checkpoint, warmup_then_decay
@@ -57,16 +66,23 @@ def train(args) -> None:
         raise SystemExit(f"{ckpt} fine-tunes the decoder of another bundle (sha256 {st['bundle_sha256'][:12]}...) "
                          f"than {args.bundle}: move {OUT} away to start from this one")
     encoder = fit_encoder.committed_encoder(args.encoder).eval().requires_grad_(False)
-    ae = fit_encoder.make_autoencoder(args.bundle, encoder)
-    decoder = ae.decoder.requires_grad_(True).train()
+    if st is not None:
+        decoder = latent_decoder.LatentDecoder(**_decoder_config(st, args.bundle))
+        decoder.load_state_dict(st["decoder"])
+        if args.widen is not None and decoder.config["channels"] != list(args.widen):
+            raise SystemExit(f"{ckpt}'s decoder is {decoder.config['channels']} wide: --widen applies to a new run")
+    else:
+        decoder = fit_encoder.make_autoencoder(args.bundle).decoder
+        if args.widen is not None:  # computes what the bundle's decoder does; training then uses the width
+            decoder = latent_decoder.widen_from(decoder, args.widen, seed=args.seed)
+    decoder.requires_grad_(True).train()
     opt = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.0)
     if st is not None:
-        decoder.load_state_dict(st["decoder"])
         opt.load_state_dict(st["opt"])
         step = int(st["step"])
         print(f"resumed at step {step}", file=sys.stderr)
     else:
-        print(f"new run from the decoder of {args.bundle}", file=sys.stderr)
+        print(f"new run from the decoder of {args.bundle}, widths {decoder.config['channels']}", file=sys.stderr)
     if step >= args.steps:
         print(f"already at step {step} >= {args.steps}", file=sys.stderr)
         return
@@ -94,18 +110,20 @@ def train(args) -> None:
                 print(f"step {step}  l1 {l1.item():.4f}  edge {edge.item():.4f}  {elapsed / 60:.1f} min",
                       file=sys.stderr)
             if step % args.save_every == 0 or step == args.steps or time.time() - last_save > 600:
-                save_checkpoint({"decoder": decoder.state_dict(), "opt": opt.state_dict(), "step": step,
-                                 "bundle_sha256": bundle_sha, "item_weight": args.item_weight}, ckpt)
+                save_checkpoint({"decoder": decoder.state_dict(), "decoder_config": decoder.config,
+                                 "opt": opt.state_dict(), "step": step, "bundle_sha256": bundle_sha,
+                                 "item_weight": args.item_weight}, ckpt)
                 last_save = time.time()
 
 
-def decoder_folder(bundle: Path, decoder_state: dict, folder: Path) -> Path:
-    """An AutoencoderTiny folder as the converter reads it: the bundle's decoder config (its latent
-    statistics included, so the UNet's latents are read as before) and the given decoder weights."""
+def decoder_folder(bundle: Path, decoder: dict, decoder_config: dict, folder: Path) -> Path:
+    """An AutoencoderTiny folder as the converter reads it: the bundle's latent statistics (so the UNet's
+    latents are read as before) and the given decoder (`LatentDecoder` config and weights)."""
     from diffusers import AutoencoderTiny
 
-    ae = AutoencoderTiny(**cute_mini.TINY_AUTOENCODER)
-    ae.decoder.load_state_dict(decoder_state)
+    ae = latent_decoder.swap_into(AutoencoderTiny(**cute_mini.TINY_AUTOENCODER),
+                                  latent_decoder.LatentDecoder(**decoder_config))
+    ae.decoder.load_state_dict(decoder)
     cfg = component_config(bundle, "tiny_decoder")
     ae.register_to_config(**{k: cfg[k] for k in ("scaling_factor", "shift_factor", "latents_mean", "latents_std")
                              if k in cfg})
@@ -131,7 +149,7 @@ def export(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         unet.save_pretrained(Path(tmp, "unet"))
         align.save_pretrained(Path(tmp, "align"))
-        decoder = decoder_folder(args.bundle, st["decoder"], Path(tmp, "decoder"))
+        decoder = decoder_folder(args.bundle, st["decoder"], _decoder_config(st, args.bundle), Path(tmp, "decoder"))
         summary = convert(args.output, args.dtype, model_id, unet=Path(tmp, "unet"), tiny_decoder=decoder,
                           alignment=Path(tmp, "align"), sampling=cute_mini.SAMPLING,
                           text_encoder={"sha256": QWEN_CODER_05B.sha256, "layers": cute_mini.TEXT_ENCODER_LAYERS},
@@ -152,6 +170,9 @@ def main() -> int:
             s.add_argument("--steps", type=int, default=3000)
             s.add_argument("--encoder", type=Path, default=None,
                            help="the frozen encoder's file (default: the committed one, tools/weights/)")
+            s.add_argument("--widen", type=fit_encoder._ints, default=None, metavar="C0,C1,...",
+                           help="a new run's decoder widths per stage (from 32x32 up), at least the bundle's: "
+                                "starts computing what the bundle's decoder does (tools/latent_decoder.py)")
             s.add_argument("--item-weight", type=float, default=4.0,
                            help="weight of item-box pixels in the reconstruction loss")
             s.add_argument("--batch", type=int, default=8, help="rendered crops per step")

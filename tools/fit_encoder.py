@@ -45,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cute_mini  # noqa: E402
+import latent_decoder  # noqa: E402
 import latent_encoder  # noqa: E402
 from bundle_weights import component_config, read_state_dict  # noqa: E402
 
@@ -69,10 +70,12 @@ def raw_latent_stats(bundle: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_autoencoder(bundle: Path, encoder=None):
-    """An AutoencoderTiny with the bundle's decoder (frozen) and `encoder` (default: a fresh EncoderTiny)."""
+    """An AutoencoderTiny with the bundle's decoder (frozen; its width per stage as the bundle has it) and
+    `encoder` (default: a fresh EncoderTiny)."""
     from diffusers import AutoencoderTiny
 
-    ae = AutoencoderTiny(**cute_mini.TINY_AUTOENCODER)
+    ae = latent_decoder.swap_into(AutoencoderTiny(**cute_mini.TINY_AUTOENCODER),
+                                  latent_decoder.from_autoencoder_config(component_config(bundle, "tiny_decoder")))
     ae.decoder.load_state_dict(read_state_dict(bundle, "tiny_decoder", ae.decoder, "decoder."))
     ae.decoder.requires_grad_(False)
     if encoder is not None:

@@ -14,9 +14,9 @@ channels, input scaled from [-1, 1] to [0, 1]) with a width per stage: narrow at
 (fresh init) and are read by nothing yet (zero weights), extra blocks start as identities (their
 last conv zero; a block's input is already >= 0 after the previous ReLU). Training then only adds.
 
-An autoencoder folder (`fit_encoder.py assemble`) is a diffusers `AutoencoderTiny` folder; when it
-also holds `latent_encoder.safetensors` (the config in its metadata), `load_autoencoder` puts that
-encoder in place of the folder's own.
+An autoencoder folder (`fit_encoder.py assemble`) is a diffusers `AutoencoderTiny` folder (its decoder
+perhaps with a width per stage: tools/latent_decoder.py); when it also holds `latent_encoder.safetensors`
+(the config in its metadata), `load_autoencoder` puts that encoder in place of the folder's own.
 """
 
 from __future__ import annotations
@@ -132,10 +132,13 @@ def load(path: Path, default: dict | None = None) -> LatentEncoder:
 
 
 def load_autoencoder(folder: str | Path):
-    """A diffusers AutoencoderTiny from an autoencoder folder, with its LatentEncoder when it has one."""
-    from diffusers import AutoencoderTiny
+    """A diffusers AutoencoderTiny from an autoencoder folder, with its LatentEncoder when it has one and
+    its decoder's width per stage (`latent_decoder.LatentDecoder`) as its config.json gives it."""
+    from latent_decoder import autoencoder_from_config
+    from safetensors.torch import load_file
 
-    ae = AutoencoderTiny.from_pretrained(folder)
+    ae = autoencoder_from_config(json.loads(Path(folder, "config.json").read_text()))
+    ae.load_state_dict(load_file(str(Path(folder, "diffusion_pytorch_model.safetensors"))))
     path = Path(folder, ENCODER_FILE_NAME)
     if path.exists():
         ae.encoder = load(path)

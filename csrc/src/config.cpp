@@ -141,16 +141,19 @@ UnetConfig read_unet(const GGUFFile & f) {
     return c;
 }
 
-// Stage channels of a tiny autoencoder half: one count repeated (diffusers' EncoderTiny and
-// DecoderTiny only run with equal stages), with `num_blocks` entries of 0-8 blocks.
+// Stage channels of a tiny autoencoder half, 1 to 8192 each, with `num_blocks` entries of 0-8
+// blocks. The encoder's must be one count repeated (diffusers' EncoderTiny only runs with equal
+// stages); the decoder's may change from stage to stage (the conv closing a stage maps its width to
+// the next one's: tools/latent_decoder.py; equal stages are diffusers' DecoderTiny).
 void check_tiny_stages(const std::string & p, const std::vector<uint32_t> & channels, const std::vector<uint32_t> & blocks,
-                       const char * what) {
+                       const char * equal_for) {
     const size_t n = channels.size();
     if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " stages");
     if (blocks.size() != n) bad_value(p + "num_blocks", "has " + std::to_string(blocks.size()) + " entries but block_out_channels has " + std::to_string(n));
     for (size_t i = 0; i < n; ++i) {
-        if (channels[i] != channels[0] || channels[i] < 1 || channels[i] > kMaxChannels) {
-            bad_value(p + "block_out_channels", std::string("must be one channel count (1 to 8192) repeated: diffusers' ") + what + " only runs with equal stages");
+        if (channels[i] < 1 || channels[i] > kMaxChannels) bad_value(p + "block_out_channels", "channel counts must be 1 to 8192");
+        if (equal_for != nullptr && channels[i] != channels[0]) {
+            bad_value(p + "block_out_channels", std::string("must be one channel count repeated: diffusers' ") + equal_for + " only runs with equal stages");
         }
         if (blocks[i] > kMaxLayersPerBlock) bad_value(p + "num_blocks", "at most " + std::to_string(kMaxLayersPerBlock) + " blocks per stage");
     }
@@ -167,7 +170,7 @@ TinyDecoderConfig read_tiny_decoder(const GGUFFile & f) {
     c.scaling = read_latent_scaling(f, p, c.latent_channels);
     c.block_out_channels = f.get_u32_array(p + "block_out_channels");
     c.num_blocks = f.get_u32_array(p + "num_blocks");
-    check_tiny_stages(p, c.block_out_channels, c.num_blocks, "DecoderTiny");
+    check_tiny_stages(p, c.block_out_channels, c.num_blocks, nullptr);
     if (c.upscale() > 64) bad_value(p + "upsampling_scaling_factor", "total upsampling above 64");
     return c;
 }

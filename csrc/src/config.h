@@ -61,7 +61,7 @@ struct LatentScaling {
 struct TinyDecoderConfig {
     uint32_t latent_channels = 0;
     uint32_t out_channels = 0;
-    std::vector<uint32_t> block_out_channels;  // equal at every stage (diffusers requires it)
+    std::vector<uint32_t> block_out_channels;  // per stage (equal in diffusers' DecoderTiny)
     std::vector<uint32_t> num_blocks;
     uint32_t upsampling_scaling_factor = 0;
     LatentScaling scaling;  // what the decoder undoes first

@@ -1,6 +1,7 @@
 // Mirrors diffusers' DecoderTiny: layers = [conv, relu, (blocks..., upsample,
 // conv) per stage]; numbering follows nn.Sequential, so parameter-free layers
-// (ReLU, Upsample) take an index too.
+// (ReLU, Upsample) take an index too. A stage's width may differ from the
+// next one's (the stage's closing conv changes it: tools/latent_decoder.py).
 #include "tiny_decoder.h"
 
 #include "blocks.h"
@@ -17,14 +18,14 @@ namespace {
 template <typename Visitor>
 void walk(const TinyDecoderConfig & c, Visitor && v) {
     int i = 0;
-    const int64_t ch = c.block_out_channels[0];
-    v.conv(i++, c.latent_channels, ch, true);
+    const auto & ch = c.block_out_channels;
+    v.conv(i++, c.latent_channels, ch[0], true);
     v.relu(i++);
     for (size_t s = 0; s < c.num_blocks.size(); ++s) {
         const bool last = s + 1 == c.num_blocks.size();
-        for (uint32_t b = 0; b < c.num_blocks[s]; ++b) v.block(i++, ch);
+        for (uint32_t b = 0; b < c.num_blocks[s]; ++b) v.block(i++, ch[s]);
         if (!last) v.upsample(i++);
-        v.conv(i++, ch, last ? c.out_channels : ch, last);
+        v.conv(i++, ch[s], last ? c.out_channels : ch[s + 1], last);  // into the next stage's width
     }
 }
 
