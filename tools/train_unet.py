@@ -305,21 +305,26 @@ def run_checkpoint() -> Path:
     return TRAIN_DIR / "unet" / "latest.pt"
 
 
+def bundle_weights_of(path: Path) -> tuple[dict, dict[str, dict]]:
+    """(the UNet's config, state dicts for unet/align) read back from a bundle: cute_mini.UNET with the
+    bundle's widths, blocks and heads."""
+    from bundle_weights import component_config, read_state_dict
+
+    bundle = component_config(path, "unet")
+    shape = ("block_out_channels", "down_block_types", "up_block_types", "attention_head_dim")
+    config = {**cute_mini.UNET, **{k: tuple(v) if isinstance(v, list) else v for k, v in bundle.items() if k in shape}}
+    unet, align = make_models(config)
+    return config, {"unet": read_state_dict(path, "unet", unet), "align": read_state_dict(path, "alignment", align)}
+
+
 def init_weights(path: Path, device) -> tuple[dict, dict[str, dict]]:
     """A new run's starting point: (the UNet's config, state dicts for unet/align/ema_unet/ema_align)
     from a checkpoint or a bundle (.gguf: the shipped model when the cache is gone; its EMA weights
-    start live and EMA alike). A bundle's UNet is cute_mini.UNET with the bundle's widths, blocks and heads."""
+    start live and EMA alike: bundle_weights_of)."""
     import torch
 
     if path.suffix == ".gguf":
-        from bundle_weights import component_config, read_state_dict
-
-        bundle = component_config(path, "unet")
-        shape = ("block_out_channels", "down_block_types", "up_block_types", "attention_head_dim")
-        config = {**cute_mini.UNET,
-                  **{k: tuple(v) if isinstance(v, list) else v for k, v in bundle.items() if k in shape}}
-        unet, align = make_models(config)
-        states = {"unet": read_state_dict(path, "unet", unet), "align": read_state_dict(path, "alignment", align)}
+        config, states = bundle_weights_of(path)
         print(f"new run from the weights of the bundle {path}", file=sys.stderr)
         return config, {**states, "ema_unet": states["unet"], "ema_align": states["align"]}
     st = torch.load(path, map_location=device, weights_only=True)
