@@ -214,3 +214,17 @@ def test_export_notes_a_decoder_that_is_not_the_shipped_one(tmp_path, monkeypatc
     _perturb_decoder(folder)
     train_unet._warn_if_not_the_shipped_decoder(folder)
     assert "fit_encoder.py assemble" in capsys.readouterr().err
+
+
+def test_a_new_run_from_the_shipped_bundle_starts_from_its_weights():
+    """train --init cutecpp/data/cute-mini.gguf: live and EMA weights both the bundle's, its UNet's shape."""
+    bundle = ROOT / "cutecpp" / "data" / "cute-mini.gguf"
+    config, states = train_unet.init_weights(bundle, "cpu")
+    shipped = train_unet.bundle_weights_of(bundle)[1]
+    assert states.keys() == {"unet", "align", "ema_unet", "ema_align"}
+    for live, ema in (("unet", "ema_unet"), ("align", "ema_align")):
+        assert all(torch.equal(states[live][k], shipped[live][k]) for k in shipped[live])
+        assert all(torch.equal(states[ema][k], states[live][k]) for k in states[live])
+    unet, align = train_unet.make_models(config)
+    unet.load_state_dict(states["unet"])  # strict: the config describes the bundle's UNet
+    align.load_state_dict(states["align"])
