@@ -5,6 +5,8 @@
 
   cute-mini  the product's decoder (TINY_AUTOENCODER in tools/cute_mini.py): AutoencoderTiny
              16x32x32 -> 512x512, 16 channels, one block per stage
+  cute-mini-wide  the same wider at its small stages (128, 64, 32, 16, 16 channels from 32x32 up:
+             tools/latent_decoder.py; what `fit_decoder.py train --widen` would ship)
   tiny16     AutoencoderTiny decoder 16x32x32 -> 512x512, 32 channels, one block per stage
              (the cute-mini plan in DESIGN.md)
   taesd      AutoencoderTiny with diffusers' defaults (TAESD): 4x64x64 -> 512x512
@@ -31,6 +33,8 @@ CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutec
 # name -> (diffusers class, config, latent channels, latent side, cutecpp component)
 DECODERS = {
     "cute-mini": ("AutoencoderTiny", TINY_AUTOENCODER, LATENT_CHANNELS, LATENT_SIZE, "tiny_decoder"),
+    "cute-mini-wide": ("AutoencoderTiny", {**TINY_AUTOENCODER, "decoder_block_out_channels": (128, 64, 32, 16, 16)},
+                       LATENT_CHANNELS, LATENT_SIZE, "tiny_decoder"),
     "tiny16": ("AutoencoderTiny", dict(latent_channels=16, decoder_block_out_channels=(32,) * 5,
                                        num_decoder_blocks=(1,) * 5, encoder_block_out_channels=(32,) * 5,
                                        num_encoder_blocks=(1,) * 5), 16, 32, "tiny_decoder"),
@@ -58,7 +62,12 @@ def prepare(name: str, dtypes: list[str]) -> None:
 
         print(f"[bench] building random {name} weights in {folder}", file=sys.stderr)
         torch.manual_seed(0)
-        getattr(diffusers, cls)(**config).save_pretrained(folder)
+        if cls == "AutoencoderTiny":  # its decoder's widths may change from stage to stage
+            from latent_decoder import autoencoder_from_config
+
+            autoencoder_from_config(dict(config)).save_pretrained(folder)
+        else:
+            getattr(diffusers, cls)(**config).save_pretrained(folder)
     from cutecpp.convert import convert
 
     for dtype in dtypes:
@@ -77,7 +86,12 @@ def child(engine: str, name: str, variant: str, threads: int, runs: int) -> dict
         import torch
 
         torch.set_num_threads(threads)
-        vae = getattr(diffusers, cls).from_pretrained(CACHE / name / "vae").eval()
+        if cls == "AutoencoderTiny":
+            from latent_encoder import load_autoencoder
+
+            vae = load_autoencoder(CACHE / name / "vae")
+        else:
+            vae = getattr(diffusers, cls).from_pretrained(CACHE / name / "vae").eval()
         x = torch.from_numpy(z)
         if variant == "channels_last":
             vae = vae.to(memory_format=torch.channels_last)
