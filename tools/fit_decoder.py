@@ -170,7 +170,7 @@ def main() -> int:
             s.add_argument("--steps", type=int, default=3000)
             s.add_argument("--encoder", type=Path, default=None,
                            help="the frozen encoder's file (default: the committed one, tools/weights/)")
-            s.add_argument("--widen", type=fit_encoder._ints, default=None, metavar="C0,C1,...",
+            s.add_argument("--widen", type=fit_encoder.int_list, default=None, metavar="C0,C1,...",
                            help="a new run's decoder widths per stage (from 32x32 up), at least the bundle's: "
                                 "starts computing what the bundle's decoder does (tools/latent_decoder.py)")
             s.add_argument("--item-weight", type=float, default=4.0,

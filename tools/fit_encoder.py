@@ -269,7 +269,7 @@ def assemble(args) -> None:
     print(json.dumps({"output": str(args.output), "channel_stats": str(stats)}))
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
@@ -281,9 +281,9 @@ def main() -> int:
         s.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
         if name == "train":
             s.add_argument("--steps", type=int, default=3000)
-            s.add_argument("--channels", type=_ints, default=(16, 16, 32, 64, 128),
+            s.add_argument("--channels", type=int_list, default=(16, 16, 32, 64, 128),
                            help="a new run's width per stage (comma-separated)")
-            s.add_argument("--blocks", type=_ints, default=(1, 1, 1, 1, 2), help="a new run's blocks per stage")
+            s.add_argument("--blocks", type=int_list, default=(1, 1, 1, 1, 2), help="a new run's blocks per stage")
             s.add_argument("--item-weight", type=float, default=4.0,
                            help="weight of item-box pixels in the reconstruction loss")
             s.add_argument("--pairs", type=int, default=512, help="pictures drawn by the bundle's model")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from latent_encoder import _copy_conv
+from latent_encoder import copy_conv
 from torch import nn
 
 
@@ -85,11 +85,11 @@ def widen_from(old: nn.Module, channels: Sequence[int], seed: int = 0) -> Latent
                             int(upsample.scale_factor) if upsample is not None else 2)
     for new_layer, old_layer in zip(new.layers, old.layers, strict=True):
         if isinstance(new_layer, nn.Conv2d):
-            _copy_conv(new_layer, old_layer)
+            copy_conv(new_layer, old_layer)
         elif isinstance(new_layer, AutoencoderTinyBlock):
             for c_new, c_old in zip((m for m in new_layer.conv if isinstance(m, nn.Conv2d)),
                                     (m for m in old_layer.conv if isinstance(m, nn.Conv2d)), strict=True):
-                _copy_conv(c_new, c_old)
+                copy_conv(c_new, c_old)
     return new
 
 

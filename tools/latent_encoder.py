@@ -68,7 +68,7 @@ def _stages(layers: nn.Sequential) -> list[tuple[nn.Conv2d, list[nn.Module]]]:
 
 
 @torch.no_grad()
-def _copy_conv(new: nn.Conv2d, old: nn.Conv2d) -> None:
+def copy_conv(new: nn.Conv2d, old: nn.Conv2d) -> None:
     """Old weights in the first channels; old outputs ignore the new inputs; new outputs keep their init."""
     o, i = old.weight.shape[:2]
     if new.weight.shape[0] < o or new.weight.shape[1] < i or new.weight.shape[2:] != old.weight.shape[2:]:
@@ -93,17 +93,17 @@ def widen_from(old: nn.Module, channels, blocks, seed: int = 0) -> LatentEncoder
     for (old_conv, old_blocks), (new_conv, new_blocks) in zip(old_stages, new_stages, strict=True):
         if len(new_blocks) < len(old_blocks):
             raise ValueError("widen_from cannot remove blocks")
-        _copy_conv(new_conv, old_conv)
+        copy_conv(new_conv, old_conv)
         for k, block in enumerate(new_blocks):
             convs = [m for m in block.conv if isinstance(m, nn.Conv2d)]
             if k < len(old_blocks):
                 for c_new, c_old in zip(convs, [m for m in old_blocks[k].conv if isinstance(m, nn.Conv2d)],
                                         strict=True):
-                    _copy_conv(c_new, c_old)
+                    copy_conv(c_new, c_old)
             else:  # an added block: relu(0 + x) = x for the block's input x >= 0
                 convs[-1].weight.zero_()
                 convs[-1].bias.zero_()
-    _copy_conv(new.layers[-1], old.layers[-1])  # the same latent channels: every output is an old one
+    copy_conv(new.layers[-1], old.layers[-1])  # the same latent channels: every output is an old one
     return new
 
 
