@@ -51,7 +51,9 @@ def _run_state() -> dict:
 
 def _decoder_config(st: dict, bundle: Path) -> dict:
     """The run's LatentDecoder config (runs saved before --widen: the bundle's decoder, as they started)."""
-    return st.get("decoder_config") or fit_encoder.make_autoencoder(bundle).decoder.config
+    if "decoder_config" in st:
+        return st["decoder_config"]
+    return latent_decoder.from_autoencoder_config(component_config(bundle, "tiny_decoder")).config
 
 
 def train(args) -> None:

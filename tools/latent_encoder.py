@@ -137,8 +137,10 @@ def load_autoencoder(folder: str | Path):
     from latent_decoder import autoencoder_from_config
     from safetensors.torch import load_file
 
-    ae = autoencoder_from_config(json.loads(Path(folder, "config.json").read_text()))
-    ae.load_state_dict(load_file(str(Path(folder, "diffusion_pytorch_model.safetensors"))))
+    from cutecpp.convert import CONFIG_FILE, WEIGHTS_FILE
+
+    ae = autoencoder_from_config(json.loads(Path(folder, CONFIG_FILE).read_text()))
+    ae.load_state_dict(load_file(str(Path(folder, WEIGHTS_FILE))))
     path = Path(folder, ENCODER_FILE_NAME)
     if path.exists():
         ae.encoder = load(path)
