@@ -28,6 +28,8 @@ import benchlib
 from benchlib import measure
 from cute_mini import LATENT_CHANNELS, LATENT_SIZE, TINY_AUTOENCODER
 
+from cutecpp.convert import WEIGHTS_FILE
+
 CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench")) / "decoders"
 
 # name -> (diffusers class, config, latent channels, latent side, cutecpp component)
@@ -56,7 +58,7 @@ def latents(name: str):
 def prepare(name: str, dtypes: list[str]) -> None:
     cls, config, _, _, component = DECODERS[name]
     folder = CACHE / name / "vae"
-    if not (folder / "diffusion_pytorch_model.safetensors").exists():
+    if not (folder / WEIGHTS_FILE).exists():
         import diffusers
         import torch
 

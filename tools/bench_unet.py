@@ -25,6 +25,8 @@ from pathlib import Path
 import benchlib
 from benchlib import measure
 
+from cutecpp.convert import WEIGHTS_FILE
+
 CACHE = Path(os.environ.get("CUTECPP_BENCH_DIR", Path.home() / ".cache" / "cutecpp" / "bench"))
 SDCPP_ENV = "CUTECPP_BENCH_SDCPP"  # the sd-cli path, for the sdcpp children
 
@@ -66,7 +68,7 @@ def inputs(shape: str):
 def prepare(shape: str, dtypes: list[str]) -> None:
     """The diffusers folder and one bundle per dtype, made once."""
     folder = CACHE / shape / "unet"
-    if not (folder / "diffusion_pytorch_model.safetensors").exists():
+    if not (folder / WEIGHTS_FILE).exists():
         import torch
         from diffusers import UNet2DConditionModel
 

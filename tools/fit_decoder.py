@@ -135,7 +135,7 @@ def decoder_folder(bundle: Path, decoder: dict, decoder_config: dict, folder: Pa
 
 def export(args) -> None:
     """The bundle given (UNet and alignment as they are, read back exactly) with the run's decoder."""
-    from train_unet import bundle_weights_of, make_models
+    from train_unet import bundle_models
 
     from cutecpp.convert import convert
     from cutecpp.encoder_build import QWEN_CODER_05B
@@ -143,10 +143,7 @@ def export(args) -> None:
     st = _run_state()
     if st["bundle_sha256"] != _sha256(args.bundle):
         raise SystemExit(f"the run in {OUT} fine-tuned the decoder of another bundle than {args.bundle}")
-    config, states = bundle_weights_of(args.bundle)
-    unet, align = make_models(config)
-    unet.load_state_dict(states["unet"])
-    align.load_state_dict(states["align"])
+    _, unet, align = bundle_models(args.bundle)
     model_id = args.model_id or cute_mini.next_ship_id()
     with tempfile.TemporaryDirectory() as tmp:
         unet.save_pretrained(Path(tmp, "unet"))

@@ -62,6 +62,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cute_mini  # noqa: E402
 
+from cutecpp.convert import CONFIG_FILE, WEIGHTS_FILE  # noqa: E402
+
 TRAIN_DIR = cute_mini.TRAIN_DIR
 SHARD = 256
 DROP_CAPTION = 0.1
@@ -78,7 +80,7 @@ def _autoencoder_id(folder: str | Path) -> str:
     from latent_encoder import ENCODER_FILE_NAME
 
     encoder = Path(folder, ENCODER_FILE_NAME)
-    path = encoder if encoder.exists() else Path(folder, "diffusion_pytorch_model.safetensors")
+    path = encoder if encoder.exists() else Path(folder, WEIGHTS_FILE)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -90,7 +92,7 @@ def _warn_if_not_the_shipped_decoder(folder: str | Path) -> None:
     from safetensors.torch import load_file
 
     shipped = cute_mini.tree_bundle()
-    weights = load_file(str(Path(folder, "diffusion_pytorch_model.safetensors")))
+    weights = load_file(str(Path(folder, WEIGHTS_FILE)))
     mine = {k.removeprefix("decoder."): v for k, v in weights.items() if k.startswith("decoder.")}
     try:
         theirs = make_autoencoder(shipped).decoder.state_dict()
@@ -305,16 +307,24 @@ def run_checkpoint() -> Path:
     return TRAIN_DIR / "unet" / "latest.pt"
 
 
-def bundle_weights_of(path: Path) -> tuple[dict, dict[str, dict]]:
-    """(the UNet's config, state dicts for unet/align) read back from a bundle: cute_mini.UNET with the
-    bundle's widths, blocks and heads."""
+def bundle_models(path: Path):
+    """(the UNet's config, the UNet, the alignment) read back from a bundle: cute_mini.UNET with the
+    bundle's widths, blocks and heads, every weight loaded strictly."""
     from bundle_weights import component_config, read_state_dict
 
     bundle = component_config(path, "unet")
     shape = ("block_out_channels", "down_block_types", "up_block_types", "attention_head_dim")
     config = {**cute_mini.UNET, **{k: tuple(v) if isinstance(v, list) else v for k, v in bundle.items() if k in shape}}
     unet, align = make_models(config)
-    return config, {"unet": read_state_dict(path, "unet", unet), "align": read_state_dict(path, "alignment", align)}
+    unet.load_state_dict(read_state_dict(path, "unet", unet))
+    align.load_state_dict(read_state_dict(path, "alignment", align))
+    return config, unet, align
+
+
+def bundle_weights_of(path: Path) -> tuple[dict, dict[str, dict]]:
+    """(the UNet's config, state dicts for unet/align) read back from a bundle (bundle_models)."""
+    config, unet, align = bundle_models(path)
+    return config, {"unet": unet.state_dict(), "align": align.state_dict()}
 
 
 def init_weights(path: Path, device) -> tuple[dict, dict[str, dict]]:
@@ -464,14 +474,13 @@ def decoder_folder(autoencoder: str | Path, stats: dict | None, folder: Path) ->
     raw = normalised * latents_std + latents_mean = ((normalised * std + mean) / scale) + shift."""
     if stats is None:  # a UNet trained before the per-channel statistics (cute-mini 0.1)
         return Path(autoencoder)
-    config = json.loads(Path(autoencoder, "config.json").read_text())
+    config = json.loads(Path(autoencoder, CONFIG_FILE).read_text())
     scale, shift = float(config["scaling_factor"]), float(config["shift_factor"])
     folder.mkdir()
     config.update(latents_mean=[m / scale + shift for m in stats["mean"]],
                   latents_std=[s / scale for s in stats["std"]], scaling_factor=1.0, shift_factor=0.0)
-    Path(folder, "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    weights = "diffusion_pytorch_model.safetensors"
-    shutil.copyfile(Path(autoencoder, weights), Path(folder, weights))
+    Path(folder, CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    shutil.copyfile(Path(autoencoder, WEIGHTS_FILE), Path(folder, WEIGHTS_FILE))
     return folder
 
 
