@@ -102,14 +102,15 @@ def test_a_widened_run_exports_a_decoder_the_core_runs(tmp_path, monkeypatch):
     import cutecpp
 
     monkeypatch.setattr(fit_decoder, "OUT", tmp_path / "fit")
-    widths = (24, 20, 16, 16, 16)
+    shipped = bundle_weights.component_config(BUNDLE, "tiny_decoder")["block_out_channels"]
+    widths = tuple(c + 8 if s < 2 else c for s, c in enumerate(shipped))  # its first two stages 8 wider
     args = SimpleNamespace(bundle=BUNDLE, steps=1, encoder=None, item_weight=4.0, batch=2, crop=64, lr=1e-3,
                            threads=1, bf16=False, seed=0, log_every=1, save_every=1, widen=widths)
     fit_decoder.train(args)
     st = fit_decoder._run_state()
     assert st["decoder_config"]["channels"] == list(widths)
     with pytest.raises(SystemExit, match="applies to a new run"):
-        fit_decoder.train(SimpleNamespace(**{**vars(args), "steps": 2, "widen": (32,) * 5}))
+        fit_decoder.train(SimpleNamespace(**{**vars(args), "steps": 2, "widen": tuple(c + 8 for c in widths)}))
 
     out = tmp_path / "wide.gguf"
     fit_decoder.export(SimpleNamespace(bundle=BUNDLE, output=out, dtype="f16", model_id="cute-mini-wide"))
