@@ -108,5 +108,8 @@ def autoencoder_from_config(config: dict):
     from diffusers import AutoencoderTiny
 
     channels = config["decoder_block_out_channels"]
-    ae = AutoencoderTiny.from_config({**config, "decoder_block_out_channels": [channels[0]] * len(channels)})
+    # block_out_channels is AutoencoderTiny's own copy of the decoder widths, not an argument: swap_into
+    # writes it again (passing it makes diffusers warn that it is ignored)
+    given = {k: v for k, v in config.items() if k != "block_out_channels"}
+    ae = AutoencoderTiny.from_config({**given, "decoder_block_out_channels": [channels[0]] * len(channels)})
     return swap_into(ae, from_autoencoder_config(config))
