@@ -74,7 +74,10 @@ def next_ship_id(bundle: str | Path | None = None) -> str:
     """The id a new export gets by default: the one after the working tree's shipped bundle's id."""
     from bundle_weights import header_value
 
-    return next_model_id(header_value(bundle or tree_bundle(), "cutecpp.model_id"))
+    path = Path(bundle or tree_bundle())
+    if not path.is_file():
+        raise SystemExit(f"no bundle at {path} to number the new export after: pass --model-id")
+    return next_model_id(header_value(path, "cutecpp.model_id"))
 
 
 def warn_if_installed_model_is_stale(model: str | Path | None) -> None:
