@@ -321,20 +321,15 @@ def bundle_models(path: Path):
     return config, unet, align
 
 
-def bundle_weights_of(path: Path) -> tuple[dict, dict[str, dict]]:
-    """(the UNet's config, state dicts for unet/align) read back from a bundle (bundle_models)."""
-    config, unet, align = bundle_models(path)
-    return config, {"unet": unet.state_dict(), "align": align.state_dict()}
-
-
 def init_weights(path: Path, device) -> tuple[dict, dict[str, dict]]:
     """A new run's starting point: (the UNet's config, state dicts for unet/align/ema_unet/ema_align)
     from a checkpoint or a bundle (.gguf: the shipped model when the cache is gone; its EMA weights
-    start live and EMA alike: bundle_weights_of)."""
+    start live and EMA alike: bundle_models)."""
     import torch
 
     if path.suffix == ".gguf":
-        config, states = bundle_weights_of(path)
+        config, unet, align = bundle_models(path)
+        states = {"unet": unet.state_dict(), "align": align.state_dict()}
         print(f"new run from the weights of the bundle {path}", file=sys.stderr)
         return config, {**states, "ema_unet": states["unet"], "ema_align": states["align"]}
     st = torch.load(path, map_location=device, weights_only=True)
