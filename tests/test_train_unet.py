@@ -220,11 +220,11 @@ def test_export_notes_a_decoder_that_is_not_the_shipped_one(tmp_path, monkeypatc
 
 def test_a_new_run_from_the_shipped_bundle_starts_from_its_weights():
     """train --init cutecpp/data/cute-mini.gguf: live and EMA weights both the bundle's, its UNet's shape."""
-    bundle = ROOT / "cutecpp" / "data" / "cute-mini.gguf"
     from gguf import GGUFReader
 
     from cutecpp.bundle import tensor_name
 
+    bundle = cute_mini.tree_bundle()
     config, states = train_unet.init_weights(bundle, "cpu")
     assert states.keys() == {"unet", "align", "ema_unet", "ema_align"}
     # every weight is the bundle's tensor, read here straight from the file (f16 widens exactly)
