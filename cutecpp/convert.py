@@ -225,8 +225,11 @@ def _canonical(key: str, value: Any) -> Any:
     return value
 
 
+MAX_TRANSFORMER_LAYERS = 8  # as the C++ loader's kMaxTransformerLayers
+
+
 def _check_blocks(s: dict[str, Any]) -> None:
-    """The block kinds and transformer depth are the written settings with a fixed list of values."""
+    """The block kinds are written settings with a fixed list of values."""
     for key, allowed in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
         for block in _list(key, s[key]):
             if block not in allowed:
@@ -235,9 +238,18 @@ def _check_blocks(s: dict[str, Any]) -> None:
     if s["mid_block_type"] not in MID_BLOCKS:
         raise ConvertError(f"mid_block_type = {s['mid_block_type']!r} is not supported by cutecpp "
                            "(only UNetMidBlock2DCrossAttn or null)")
-    if _one_value("transformer_layers_per_block", s["transformer_layers_per_block"]) != 1:
-        raise ConvertError(f"transformer_layers_per_block = {s['transformer_layers_per_block']!r} "
-                           "is not supported by cutecpp (only 1)")
+
+
+def _transformer_layers(s: dict[str, Any], levels: int) -> int | list[int]:
+    """diffusers' transformer_layers_per_block: one number, or one per level (the down blocks' order; the
+    mid block takes the last, the up blocks the reversed list; a list per layer is not supported)."""
+    key, value = "transformer_layers_per_block", s["transformer_layers_per_block"]
+    per_level = _u32_list(key, value) if isinstance(value, (list, tuple)) else [_u32(key, value)] * levels
+    if len(per_level) != levels:
+        raise ConvertError(f"{key} = {value!r}: expected one entry per level ({levels})")
+    if not all(1 <= n <= MAX_TRANSFORMER_LAYERS for n in per_level):
+        raise ConvertError(f"{key} = {value!r}: cutecpp supports 1 to {MAX_TRANSFORMER_LAYERS} blocks per attention")
+    return per_level[0] if len(set(per_level)) == 1 else per_level
 
 
 def unet_keys(config: dict[str, Any]) -> KeyValues:
@@ -249,6 +261,7 @@ def unet_keys(config: dict[str, Any]) -> KeyValues:
     heads = s[heads_key] if isinstance(s[heads_key], (list, tuple)) else [s[heads_key]] * levels
     layers = _one_value("layers_per_block", s["layers_per_block"])
     cross_dim = _one_value("cross_attention_dim", s["cross_attention_dim"])
+    depth = _transformer_layers(s, levels)
     p = "cutecpp.unet."
     return {
         p + "in_channels": (U32, _u32("in_channels", s["in_channels"]), None),
@@ -265,7 +278,8 @@ def unet_keys(config: dict[str, Any]) -> KeyValues:
         p + "use_linear_projection": (BOOL, _bool("use_linear_projection", s["use_linear_projection"]), None),
         p + "flip_sin_to_cos": (BOOL, _bool("flip_sin_to_cos", s["flip_sin_to_cos"]), None),
         p + "freq_shift": (U32, _u32("freq_shift", s["freq_shift"]), None),
-        p + "transformer_layers_per_block": (U32, 1, None),  # _check_blocks allows nothing else
+        # One number when every level has the same depth (what bundles before per-level depths had).
+        p + "transformer_layers_per_block": (U32, depth, None) if isinstance(depth, int) else (ARR, depth, U32),
         p + "sample_size": (U32, _u32("sample_size", s["sample_size"]), None),
     }
 

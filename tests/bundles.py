@@ -63,6 +63,14 @@ UNET_CONFIGS: dict[str, dict[str, Any]] = {
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=24, norm_num_groups=8, attention_head_dim=2, use_linear_projection=True,
     ),
+    # Transformer blocks per level (tools/deepen_unet.py): a different depth at each level, so that the
+    # mid block (the last level's depth) and the up blocks (the reversed list) are told apart.
+    "deep": dict(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=24, norm_num_groups=8, attention_head_dim=2, transformer_layers_per_block=(2, 3),
+    ),
     # For the q8_0 int8 products (test_gemm_q8.py): Linears with 40 outputs (not
     # a multiple of the 16-output panels), and 3x3 convs of 160+ channels whose
     # Winograd U is quantized (IC a multiple of 32, IC x OC above the direct

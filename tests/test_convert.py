@@ -290,7 +290,7 @@ REFUSED_SETTINGS = {
     "act_fn": "gelu",
     "conv_in_kernel": 7,
     "center_input_sample": True,
-    "transformer_layers_per_block": [1, 2],
+    "transformer_layers_per_block": [[1, 2], [1, 2]],  # a depth per layer, not per level
     "layers_per_block": [1, 2],
     "cross_attention_dim": [8, 16],
     "down_block_types": ["AttnDownBlock2D", "DownBlock2D"],

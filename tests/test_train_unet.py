@@ -78,9 +78,9 @@ def test_item_mask_covers_the_latent_pixels_under_item_boxes():
     assert not train_unet.item_mask([boxes[0]], 512).any()  # animals are not items
 
 
-def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
-    """Two steps of `train` on a tiny prepared cache: the checkpoint records the step and config, its EMA
-    is the decayed mean of the initial and trained weights, and a second call resumes from it."""
+def _tiny_cache(tmp_path, monkeypatch) -> list[str]:
+    """A prepared training cache of two pictures in tmp_path, a UNet 32 channels wide at every level;
+    the argv of a `train` on it (steps to be added)."""
     cm = train_unet.cute_mini
     monkeypatch.setattr(train_unet, "TRAIN_DIR", tmp_path)
     monkeypatch.setattr(cm, "UNET", {**cm.UNET, "block_out_channels": (32, 32, 32)})
@@ -93,7 +93,13 @@ def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
              items=np.ones((2, side, side), np.uint8))
     for k, t in enumerate(texts):
         np.save(train_unet._state_path(str(t)), rng.standard_normal((3 + k, cm.TEXT_HIDDEN)).astype(np.float16))
-    argv = ["train_unet.py", "train", "--batch", "2", "--threads", "1", "--lr", "1e-2", "--log-every", "1"]
+    return ["train_unet.py", "train", "--batch", "2", "--threads", "1", "--lr", "1e-2", "--log-every", "1"]
+
+
+def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
+    """Two steps of `train` on a tiny prepared cache: the checkpoint records the step and config, its EMA
+    is the decayed mean of the initial and trained weights, and a second call resumes from it."""
+    argv = _tiny_cache(tmp_path, monkeypatch)
 
     torch.manual_seed(0)
     init = train_unet.make_models()[0].state_dict()
@@ -130,6 +136,46 @@ def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
     rows = [line.split(",") for line in (tmp_path / "unet" / "log.csv").read_text().splitlines()]
     assert [r[0] for r in rows] == ["1", "2", "3"]
     assert all(np.isfinite(float(r[1])) and float(r[1]) > 0 for r in rows)  # plain MSE, then the weighted loss
+
+
+def test_a_deeper_run_starts_from_its_init_and_its_bundle_reads_back(tmp_path, monkeypatch):
+    """train --init X --transformer-layers 1,2,2: a new run whose UNet has a second transformer block in
+    each attention of its lower levels and X's other weights; its bundle reads back with that depth
+    (bundle_models, what --init from a bundle uses)."""
+    from bundle_weights import component_config
+
+    argv = _tiny_cache(tmp_path, monkeypatch)
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "1"])
+    assert train_unet.main() == 0
+    first = tmp_path / "first.pt"
+    train_unet.run_checkpoint().rename(first)
+    init = torch.load(first, weights_only=True)
+    deeper = [*argv, "--steps", "1", "--lr", "0", "--init", str(first), "--transformer-layers", "1,2,2"]
+    monkeypatch.setattr(sys, "argv", deeper)
+    assert train_unet.main() == 0
+    st = torch.load(train_unet.run_checkpoint(), weights_only=True)
+    assert tuple(st["unet_config"]["transformer_layers_per_block"]) == (1, 2, 2)
+    added = {k for k in st["unet"] if k not in init["unet"]}
+    assert "mid_block.attentions.0.transformer_blocks.1.attn2.to_k.weight" in added
+    assert all(".transformer_blocks.1." in k for k in added)
+    assert all(torch.equal(st["unet"][k], v) for k, v in init["unet"].items())  # lr 0: the init's weights
+    with pytest.raises(SystemExit, match="start a new run"):  # a grown run does not resume with a new shape
+        train_unet.main()
+    monkeypatch.setattr(sys, "argv", [*argv, "--init", str(first), "--transformer-layers", "1,1"])
+    train_unet.run_checkpoint().unlink()
+    with pytest.raises(SystemExit, match="one whole number of transformer blocks per level"):
+        train_unet.main()
+
+    unet, align = train_unet.make_models(st["unet_config"])
+    unet.load_state_dict(st["ema_unet"])
+    align.load_state_dict(st["ema_align"])
+    unet.save_pretrained(tmp_path / "u")
+    align.save_pretrained(tmp_path / "a")
+    bundle = convert(tmp_path / "b.gguf", "f32", "m", unet=tmp_path / "u", alignment=tmp_path / "a").path
+    assert component_config(bundle, "unet")["transformer_layers_per_block"] == [1, 2, 2]
+    config, back, _ = train_unet.bundle_models(bundle)
+    assert config["transformer_layers_per_block"] == (1, 2, 2)
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in unet.state_dict().items())
 
 
 @pytest.mark.parametrize("shift", [1.0, 1.5, 3.0])

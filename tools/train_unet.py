@@ -30,7 +30,9 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
   autoencoder and latent statistics that go with it when the cache is gone). `--init X --widen 2`
   trains a UNet twice as wide that starts out computing what X's did (tools/widen_unet.py);
   `--init X --attention-level 0` one that also reads the prompt at its 32x32 level, likewise starting
-  as X (tools/add_attention.py). The checkpoint records the UNet's config, which export uses.
+  as X (tools/add_attention.py); `--init X --transformer-layers 1,2,2` one with two transformer blocks
+  in each attention of its two lower levels, the added ones starting as identity (tools/deepen_unet.py).
+  The checkpoint records the UNet's config, which export uses.
 
 Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDiscreteScheduler):
 x_s = (1 - s) x0 + s noise, the UNet gets timestep 1000 s and predicts noise - x0; s is drawn
@@ -313,7 +315,8 @@ def bundle_models(path: Path):
     from bundle_weights import component_config, read_state_dict
 
     bundle = component_config(path, "unet")
-    shape = ("block_out_channels", "down_block_types", "up_block_types", "attention_head_dim")
+    shape = ("block_out_channels", "down_block_types", "up_block_types", "attention_head_dim",
+             "transformer_layers_per_block")
     config = {**cute_mini.UNET, **{k: tuple(v) if isinstance(v, list) else v for k, v in bundle.items() if k in shape}}
     unet, align = make_models(config)
     unet.load_state_dict(read_state_dict(path, "unet", unet))
@@ -376,7 +379,8 @@ def train(args) -> None:
     out = ckpt.parent
     out.mkdir(parents=True, exist_ok=True)
     data = Data()
-    grows = args.widen > 1 or args.attention_level is not None  # a new UNet shape: only at a run's start
+    # A new UNet shape: only at a run's start.
+    grows = args.widen > 1 or args.attention_level is not None or args.transformer_layers is not None
     step = 0
     st, states = None, None
     if ckpt.exists():
@@ -385,13 +389,14 @@ def train(args) -> None:
             raise SystemExit(f"{ckpt} was trained on other latent statistics than {TRAIN_DIR / 'latents'}: "
                              "move one of them away")
         if grows:
-            raise SystemExit(f"--widen and --attention-level start a new run: {ckpt} exists (move {out} away first)")
+            raise SystemExit(f"--widen, --attention-level and --transformer-layers start a new run: {ckpt} exists "
+                             f"(move {out} away first)")
         config, states, step = st.get("unet_config", cute_mini.UNET), st, int(st["step"])
         print(f"resumed at step {step}", file=sys.stderr)
     elif args.init:
         config, states = init_weights(args.init, device)
     elif grows:
-        raise SystemExit("--widen and --attention-level need --init: the weights to start from")
+        raise SystemExit("--widen, --attention-level and --transformer-layers need --init: the weights to start from")
     else:
         config = cute_mini.UNET
     if args.widen > 1:  # Net2Net: a wider UNet that computes (nearly) what the narrow one did
@@ -408,6 +413,16 @@ def train(args) -> None:
             grown, states[key] = add_attention(dict(config), states[key], args.attention_level, seed=args.seed)
         print(f"cross-attention added at level {args.attention_level}: {grown['down_block_types']}", file=sys.stderr)
         config = grown
+    if args.transformer_layers is not None:  # more transformer blocks per attention, each starting as identity
+        from deepen_unet import deepen
+
+        for key in ("unet", "ema_unet"):
+            try:
+                deep, states[key] = deepen(dict(config), states[key], args.transformer_layers, seed=args.seed)
+            except ValueError as e:
+                raise SystemExit(f"--transformer-layers: {e}") from None
+        print(f"transformer blocks per level: {deep['transformer_layers_per_block']}", file=sys.stderr)
+        config = deep
     settings = run_settings(args, st)
     shift, item_weight = settings["train_shift"], settings["item_weight"]
     unet, align = make_models(config)
@@ -503,6 +518,14 @@ def export(args) -> None:
     print(json.dumps({"step": int(st["step"]), "output": str(args.output)}))
 
 
+def per_level(text: str) -> tuple[int, ...]:
+    """'1,2,2' -> (1, 2, 2): one whole number per UNet level (argparse type)."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers separated by commas, like 1,2,2") from None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -535,6 +558,9 @@ def main() -> int:
             s.add_argument("--attention-level", type=int, default=None,
                            help="with --init: add cross-attention to this level of the UNet (0 = 32x32), its new "
                            "layers starting as identity (tools/add_attention.py)")
+            s.add_argument("--transformer-layers", type=per_level, default=None, metavar="N,N,N",
+                           help="with --init: transformer blocks in each level's attentions (diffusers' "
+                           "transformer_layers_per_block), the added ones starting as identity (tools/deepen_unet.py)")
             s.add_argument("--widen-noise", type=float, default=0.01,
                            help="noise on the widened weights, relative to each tensor's spread (parts the copies)")
         if name == "export":

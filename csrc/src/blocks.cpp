@@ -218,7 +218,7 @@ ggml_tensor * Blocks::attention(ggml_tensor * x, ggml_tensor * context, const st
 }
 
 ggml_tensor * Blocks::transformer2d(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads,
-                                    int groups) const {
+                                    int depth, int groups) const {
     ggml_tensor * residual = x;
     // GroupNorm, written as tokens [C, W*H, N] (token index = h*W + w, as
     // diffusers; eps fixed there). A 1x1-conv projection is applied as a Linear
@@ -226,13 +226,15 @@ ggml_tensor * Blocks::transformer2d(ggml_tensor * x, ggml_tensor * context, cons
     x = group_norm(x, p + ".norm", groups, 1e-6f, false, nullptr, true);
     x = linear(x, p + ".proj_in");
 
-    const std::string b = p + ".tb.0";
-    ggml_tensor * normed = layer_norm(x, b + ".norm1", 1e-5f);
-    x = ggml_add(ctx, x, attention(normed, normed, b + ".attn1", heads));
-    x = ggml_add(ctx, x, attention(layer_norm(x, b + ".norm2", 1e-5f), context, b + ".attn2", heads));
-    ggml_tensor * ff = linear(layer_norm(x, b + ".norm3", 1e-5f), b + ".ff.net.0.proj");
-    ff = fused::geglu(ctx, ff);  // first half * gelu(second half)
-    x = ggml_add(ctx, x, linear(ff, b + ".ff.net.2"));
+    for (int k = 0; k < depth; ++k) {
+        const std::string b = p + ".tb." + std::to_string(k);
+        ggml_tensor * normed = layer_norm(x, b + ".norm1", 1e-5f);
+        x = ggml_add(ctx, x, attention(normed, normed, b + ".attn1", heads));
+        x = ggml_add(ctx, x, attention(layer_norm(x, b + ".norm2", 1e-5f), context, b + ".attn2", heads));
+        ggml_tensor * ff = linear(layer_norm(x, b + ".norm3", 1e-5f), b + ".ff.net.0.proj");
+        ff = fused::geglu(ctx, ff);  // first half * gelu(second half)
+        x = ggml_add(ctx, x, linear(ff, b + ".ff.net.2"));
+    }
 
     return fused::image_add(ctx, linear(x, p + ".proj_out"), residual);  // tokens back to [W, H, C, N]
 }

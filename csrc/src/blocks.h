@@ -46,9 +46,9 @@ struct Blocks {
     ggml_tensor * attend(ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads) const;
     // diffusers Attention: q from x, k/v from ctx (x itself for self-attention).
     ggml_tensor * attention(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads) const;
-    // diffusers Transformer2DModel with one BasicTransformerBlock.
+    // diffusers Transformer2DModel with `depth` BasicTransformerBlocks.
     // proj_in/proj_out may be Linear or 1x1 Conv (use_linear_projection).
-    ggml_tensor * transformer2d(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads,
+    ggml_tensor * transformer2d(ggml_tensor * x, ggml_tensor * context, const std::string & p, int heads, int depth,
                                 int groups) const;
     // Nearest-neighbour upsampling by an integer factor.
     ggml_tensor * upsample_nearest(ggml_tensor * x, int factor) const;

@@ -16,6 +16,7 @@ namespace {
 constexpr uint32_t kMaxChannels = 8192;
 constexpr uint32_t kMaxLevels = 8;
 constexpr uint32_t kMaxLayersPerBlock = 8;
+constexpr uint32_t kMaxTransformerLayers = 8;
 constexpr uint32_t kMaxHeads = 128;
 constexpr uint32_t kMaxLatentChannels = 64;
 constexpr uint32_t kMaxSampleSize = 1024;
@@ -111,12 +112,17 @@ UnetConfig read_unet(const GGUFFile & f) {
     c.norm_eps = f.get_f32(p + "norm_eps");
     if (!(c.norm_eps > 0.0f && c.norm_eps < 1.0f)) bad_value(p + "norm_eps", "must be in (0, 1)");
     c.mid_block = one_of(f, p + "mid_block_type", {"UNetMidBlock2DCrossAttn", "none"}) != "none";
-    const uint32_t tlayers = f.get_u32(p + "transformer_layers_per_block");
-    if (tlayers != 1) bad_value(p + "transformer_layers_per_block", "only 1 is supported, got " + std::to_string(tlayers));
 
     c.block_out_channels = f.get_u32_array(p + "block_out_channels");
     const size_t n = c.block_out_channels.size();
     if (n < 1 || n > kMaxLevels) bad_value(p + "block_out_channels", "needs 1 to " + std::to_string(kMaxLevels) + " levels, got " + std::to_string(n));
+    // One number for every level, or one per level (diffusers' order: the down blocks' levels; the mid
+    // block takes the last, the up blocks the reversed list).
+    const std::string tl = p + "transformer_layers_per_block";
+    c.transformer_layers = f.is_array(tl) ? f.get_u32_array(tl) : std::vector<uint32_t>(n, f.get_u32(tl));
+    for (const uint32_t t : c.transformer_layers) {
+        if (t < 1 || t > kMaxTransformerLayers) bad_value(tl, std::to_string(t) + " transformer blocks: must be 1 to " + std::to_string(kMaxTransformerLayers));
+    }
     c.num_attention_heads = f.get_u32_array(p + "num_attention_heads");
     c.down_block_types = f.get_string_array(p + "down_block_types");
     c.up_block_types = f.get_string_array(p + "up_block_types");
@@ -126,6 +132,7 @@ UnetConfig read_unet(const GGUFFile & f) {
     same_len("num_attention_heads", c.num_attention_heads.size());
     same_len("down_block_types", c.down_block_types.size());
     same_len("up_block_types", c.up_block_types.size());
+    same_len("transformer_layers_per_block", c.transformer_layers.size());
 
     for (size_t i = 0; i < n; ++i) {
         const uint32_t ch = c.block_out_channels[i];
@@ -449,7 +456,7 @@ std::string config_json(const BundleConfig & c) {
             {"use_linear_projection", n.use_linear_projection ? "true" : "false"},
             {"flip_sin_to_cos", n.flip_sin_to_cos ? "true" : "false"},
             {"freq_shift", u(n.freq_shift)},
-            {"transformer_layers_per_block", "1"},
+            {"transformer_layers_per_block", array(n.transformer_layers, u)},
             {"sample_size", u(n.sample_size)},
         }));
     }

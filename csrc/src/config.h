@@ -26,6 +26,7 @@ struct UnetConfig {
     uint32_t layers_per_block = 0;
     bool mid_block = false;                      // UNetMidBlock2DCrossAttn or none
     std::vector<uint32_t> num_attention_heads;   // per level, heads (not head dim)
+    std::vector<uint32_t> transformer_layers;    // per level, transformer blocks in each attention
     uint32_t cross_attention_dim = 0;
     uint32_t norm_num_groups = 0;
     float norm_eps = 0.0f;

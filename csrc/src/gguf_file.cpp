@@ -185,6 +185,10 @@ uint32_t GGUFFile::version() const { return gguf_get_version(gguf_.get()); }
 int64_t GGUFFile::n_keys() const { return gguf_get_n_kv(gguf_.get()); }
 std::string GGUFFile::key_name(int64_t i) const { return gguf_get_key(gguf_.get(), i); }
 bool GGUFFile::has(const std::string & key) const { return gguf_find_key(gguf_.get(), key.c_str()) >= 0; }
+bool GGUFFile::is_array(const std::string & key) const {
+    const int64_t id = gguf_find_key(gguf_.get(), key.c_str());
+    return id >= 0 && gguf_get_kv_type(gguf_.get(), id) == GGUF_TYPE_ARRAY;
+}
 int64_t GGUFFile::n_tensors() const { return gguf_get_n_tensors(gguf_.get()); }
 size_t GGUFFile::tensor_bytes(int64_t i) const { return gguf_get_tensor_size(gguf_.get(), i); }
 

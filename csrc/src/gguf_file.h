@@ -55,6 +55,7 @@ public:
     int64_t n_keys() const;
     std::string key_name(int64_t i) const;
     bool has(const std::string & key) const;
+    bool is_array(const std::string & key) const;  // present and an array (for keys that may be either)
     std::string get_string(const std::string & key) const;
     uint32_t get_u32(const std::string & key) const;
     float get_f32(const std::string & key) const;

@@ -54,7 +54,8 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
             const std::string js = std::to_string(j);
             x = nn.resnet(x, temb_silu, b + ".resnets." + js, groups, eps);
             if (attn) {
-                x = nn.transformer2d(x, in.context, b + ".attentions." + js, c.num_attention_heads[i], groups);
+                x = nn.transformer2d(x, in.context, b + ".attentions." + js, c.num_attention_heads[i],
+                                     static_cast<int>(c.transformer_layers[i]), groups);
             }
             skips.push_back(x);
         }
@@ -67,7 +68,8 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
 
     if (c.mid_block) {
         x = nn.resnet(x, temb_silu, "unet.mid_block.resnets.0", groups, eps);
-        x = nn.transformer2d(x, in.context, "unet.mid_block.attentions.0", c.num_attention_heads[levels - 1], groups);
+        x = nn.transformer2d(x, in.context, "unet.mid_block.attentions.0", c.num_attention_heads[levels - 1],
+                             static_cast<int>(c.transformer_layers[levels - 1]), groups);
         x = mark(nn.resnet(x, temb_silu, "unet.mid_block.resnets.1", groups, eps), "unet.mid_block");
     }
 
@@ -75,12 +77,13 @@ ggml_tensor * build_unet(ggml_context * ctx, const cutecpp_model & model, const 
         const std::string b = "unet.up_blocks." + std::to_string(i);
         const bool attn = c.up_block_types[i] == "CrossAttnUpBlock2D";
         const int heads = static_cast<int>(c.num_attention_heads[levels - 1 - i]);
+        const int depth = static_cast<int>(c.transformer_layers[levels - 1 - i]);
         for (uint32_t j = 0; j <= c.layers_per_block; ++j) {
             const std::string js = std::to_string(j);
             x = ggml_concat(ctx, x, skips.back(), 2);
             skips.pop_back();
             x = nn.resnet(x, temb_silu, b + ".resnets." + js, groups, eps);
-            if (attn) x = nn.transformer2d(x, in.context, b + ".attentions." + js, heads, groups);
+            if (attn) x = nn.transformer2d(x, in.context, b + ".attentions." + js, heads, depth, groups);
         }
         if (i + 1 < levels) {
             x = nn.conv3x3(x, b + ".upsamplers.0.conv", {2, nullptr, false});  // nearest x2, then the conv

@@ -42,26 +42,29 @@ struct Writer {
         if (in_c != out_c) conv(p + ".conv_shortcut", out_c, in_c, 1);
     }
 
-    // Transformer2DModel with one BasicTransformerBlock (self + cross attention,
+    // Transformer2DModel with `depth` BasicTransformerBlocks (self + cross attention,
     // GEGLU feed-forward); inner dim == channels since heads divide channels.
-    void transformer(const std::string & p, int64_t c, int64_t cross, bool linear_proj) {
+    void transformer(const std::string & p, int64_t c, int64_t cross, bool linear_proj, uint32_t depth) {
         norm(p + ".norm", c);
         if (linear_proj) linear(p + ".proj_in", c, c);
         else conv(p + ".proj_in", c, c, 1);
-        const std::string b = p + ".tb.0";  // "transformer_blocks.0", abbreviated: docs/bundle-format.md
-        norm(b + ".norm1", c);
-        linear(b + ".attn1.to_q", c, c, false);
-        linear(b + ".attn1.to_k", c, c, false);
-        linear(b + ".attn1.to_v", c, c, false);
-        linear(b + ".attn1.to_out.0", c, c);
-        norm(b + ".norm2", c);
-        linear(b + ".attn2.to_q", c, c, false);
-        linear(b + ".attn2.to_k", c, cross, false);
-        linear(b + ".attn2.to_v", c, cross, false);
-        linear(b + ".attn2.to_out.0", c, c);
-        norm(b + ".norm3", c);
-        linear(b + ".ff.net.0.proj", 8 * c, c);
-        linear(b + ".ff.net.2", c, 4 * c);
+        for (uint32_t k = 0; k < depth; ++k) {
+            // "transformer_blocks.k", abbreviated: docs/bundle-format.md
+            const std::string b = p + ".tb." + std::to_string(k);
+            norm(b + ".norm1", c);
+            linear(b + ".attn1.to_q", c, c, false);
+            linear(b + ".attn1.to_k", c, c, false);
+            linear(b + ".attn1.to_v", c, c, false);
+            linear(b + ".attn1.to_out.0", c, c);
+            norm(b + ".norm2", c);
+            linear(b + ".attn2.to_q", c, c, false);
+            linear(b + ".attn2.to_k", c, cross, false);
+            linear(b + ".attn2.to_v", c, cross, false);
+            linear(b + ".attn2.to_out.0", c, c);
+            norm(b + ".norm3", c);
+            linear(b + ".ff.net.0.proj", 8 * c, c);
+            linear(b + ".ff.net.2", c, 4 * c);
+        }
         if (linear_proj) linear(p + ".proj_out", c, c);
         else conv(p + ".proj_out", c, c, 1);
     }
@@ -91,7 +94,7 @@ void add_unet_tensors(const UnetConfig & c, const std::string & prefix, TensorSh
         for (uint32_t j = 0; j < c.layers_per_block; ++j) {
             const std::string js = std::to_string(j);
             w.resnet(b + ".resnets." + js, j == 0 ? in_c : out_c, out_c, temb);
-            if (attn) w.transformer(b + ".attentions." + js, out_c, cross, lin);
+            if (attn) w.transformer(b + ".attentions." + js, out_c, cross, lin, c.transformer_layers[i]);
         }
         if (i + 1 < n) w.conv(b + ".downsamplers.0.conv", out_c, out_c, 3);
     }
@@ -99,7 +102,7 @@ void add_unet_tensors(const UnetConfig & c, const std::string & prefix, TensorSh
     if (c.mid_block) {
         const int64_t m = ch[n - 1];
         w.resnet(P + "mid_block.resnets.0", m, m, temb);
-        w.transformer(P + "mid_block.attentions.0", m, cross, lin);
+        w.transformer(P + "mid_block.attentions.0", m, cross, lin, c.transformer_layers[n - 1]);
         w.resnet(P + "mid_block.resnets.1", m, m, temb);
     }
 
@@ -115,7 +118,7 @@ void add_unet_tensors(const UnetConfig & c, const std::string & prefix, TensorSh
             const int64_t skip = j == c.layers_per_block ? in_c : out_c;
             const int64_t res_in = j == 0 ? prev_out : out_c;
             w.resnet(b + ".resnets." + js, res_in + skip, out_c, temb);
-            if (attn) w.transformer(b + ".attentions." + js, out_c, cross, lin);
+            if (attn) w.transformer(b + ".attentions." + js, out_c, cross, lin, c.transformer_layers[n - 1 - i]);
         }
         if (i + 1 < n) w.conv(b + ".upsamplers.0.conv", out_c, out_c, 3);
     }
