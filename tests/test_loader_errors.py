@@ -47,6 +47,10 @@ def set_key(key, vtype, value, sub=None):
     return lambda b: b.set(key, vtype, value, sub)
 
 
+def both(first, second):
+    return lambda b: (first(b), second(b))
+
+
 def drop_tensor(b):
     b.tensors.pop(SOME_MATRIX)
 
@@ -115,6 +119,7 @@ BUNDLE_CASES = {
     "unsupported mid block": (set_key(P + "mid_block_type", STR, "UNetMidBlock2DSimpleCrossAttn"), cutecpp.UnsupportedError, ["UNetMidBlock2DSimpleCrossAttn"]),
     "absurd transformer layers": (set_key(P + "transformer_layers_per_block", U32, 1 << 20), cutecpp.UnsupportedError, ["transformer_layers_per_block", "1 to 8"]),
     "transformer layers per level mismatch": (set_key(P + "transformer_layers_per_block", ARR, [1, 1, 1], U32), cutecpp.UnsupportedError, ["transformer_layers_per_block", "3 entries"]),
+    "too many transformer blocks in all": (both(set_key(P + "layers_per_block", U32, 8), set_key(P + "transformer_layers_per_block", U32, 8)), cutecpp.UnsupportedError, ["144 transformer blocks in all", "at most 128"]),
     "two transformer layers, one's tensors": (set_key(P + "transformer_layers_per_block", U32, 2), cutecpp.ModelError, ["missing tensor", ".tb.1."]),
     "length mismatch": (set_key(P + "num_attention_heads", ARR, [2, 2, 2], U32), cutecpp.UnsupportedError, ["num_attention_heads", "3 entries"]),
     "heads do not divide": (set_key(P + "num_attention_heads", ARR, [3, 2], U32), cutecpp.UnsupportedError, ["3 heads", "8 channels"]),

@@ -17,6 +17,10 @@ constexpr uint32_t kMaxChannels = 8192;
 constexpr uint32_t kMaxLevels = 8;
 constexpr uint32_t kMaxLayersPerBlock = 8;
 constexpr uint32_t kMaxTransformerLayers = 8;
+// Transformer blocks in a whole UNet (SD 1.x has 16, SDXL 70). ~20 graph nodes each (cute-mini's plan:
+// 305 nodes with 7 blocks, 438 with 14), so that the UNet's graph stays well inside context.cpp's
+// kMaxGraphNodes whatever else a bundle within these limits holds.
+constexpr uint32_t kMaxTransformerBlocks = 128;
 constexpr uint32_t kMaxHeads = 128;
 constexpr uint32_t kMaxLatentChannels = 64;
 constexpr uint32_t kMaxSampleSize = 1024;
@@ -145,6 +149,12 @@ UnetConfig read_unet(const GGUFFile & f) {
         if (down != "CrossAttnDownBlock2D" && down != "DownBlock2D") bad_value(p + "down_block_types", "unsupported block type '" + down + "'");
         if (up != "CrossAttnUpBlock2D" && up != "UpBlock2D") bad_value(p + "up_block_types", "unsupported block type '" + up + "'");
     }
+    uint64_t blocks = c.mid_block ? c.transformer_layers[n - 1] : 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (c.down_block_types[i] == "CrossAttnDownBlock2D") blocks += uint64_t(c.layers_per_block) * c.transformer_layers[i];
+        if (c.up_block_types[i] == "CrossAttnUpBlock2D") blocks += uint64_t(c.layers_per_block + 1) * c.transformer_layers[n - 1 - i];
+    }
+    if (blocks > kMaxTransformerBlocks) bad_value(tl, std::to_string(blocks) + " transformer blocks in all: at most " + std::to_string(kMaxTransformerBlocks));
     return c;
 }
 
