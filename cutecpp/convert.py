@@ -180,6 +180,7 @@ UNET_FIXED = UNET_DEFAULTS.keys() - UNET_IGNORED - UNET_WRITTEN
 DOWN_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D"}
 UP_BLOCKS = {"CrossAttnUpBlock2D", "UpBlock2D"}
 MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
+MAX_TRANSFORMER_LAYERS = 8  # transformer blocks in one attention, as the C++ loader's kMaxTransformerLayers
 
 
 def _settings(config: dict[str, Any], class_name: str, defaults: dict[str, Any], fixed: set[str],
@@ -223,9 +224,6 @@ def _canonical(key: str, value: Any) -> Any:
     if key == "mid_block_only_cross_attention" and value is False:
         return None
     return value
-
-
-MAX_TRANSFORMER_LAYERS = 8  # as the C++ loader's kMaxTransformerLayers
 
 
 def _check_blocks(s: dict[str, Any]) -> None:

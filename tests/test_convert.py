@@ -320,6 +320,20 @@ def test_unknown_and_foreign_configs_refused(saved):
         unet_keys({**config, "_class_name": "AutoencoderKL"})
 
 
+def test_transformer_depth_per_level(saved):
+    """One depth for every level is written as one number (as before per-level depths), a depth per level as
+    an array; depths outside 1-8 or a list of the wrong length are refused."""
+    config = json.loads((saved("micro")[0] / "config.json").read_text())
+    key = "cutecpp.unet.transformer_layers_per_block"
+    assert unet_keys(config)[key] == (GGUFValueType.UINT32, 1, None)
+    assert unet_keys({**config, "transformer_layers_per_block": [1, 2]})[key] == (
+        GGUFValueType.ARRAY, [1, 2], GGUFValueType.UINT32)
+    with pytest.raises(ConvertError, match="1 to 8 blocks per attention"):
+        unet_keys({**config, "transformer_layers_per_block": [1, 9]})
+    with pytest.raises(ConvertError, match="one entry per level"):
+        unet_keys({**config, "transformer_layers_per_block": [1, 2, 2]})
+
+
 def test_equivalent_spellings_accepted(saved):
     """Per-level lists of one value and settings that do not change the network convert as the plain form."""
     config = json.loads((saved("micro")[0] / "config.json").read_text())
