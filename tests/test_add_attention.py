@@ -9,64 +9,35 @@ from pathlib import Path
 
 import pytest
 import torch
+from unet_growth import CUTE_MINI_SMALL, inputs, trained_unet, unet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 from add_attention import add_attention  # noqa: E402
 
-# cute-mini's layout, smaller: no attention at the top level, cross-attention below
-CONFIG = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
-              norm_num_groups=32, cross_attention_dim=24, attention_head_dim=(2, 4, 4),
-              down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-              up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
-
-
-def _unet(config, state):
-    from diffusers import UNet2DConditionModel
-
-    unet = UNet2DConditionModel(**config).eval()
-    unet.load_state_dict(state)
-    return unet
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 4, 8, 8, generator=g)
-    ctx = torch.randn(2, 5, CONFIG["cross_attention_dim"], generator=g)
-    return x, torch.tensor([20.0, 700.0]), ctx
-
-
-def _old_state():
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    old = UNet2DConditionModel(**CONFIG)
-    with torch.no_grad():  # diffusers zero-initialises some layers; make every weight count
-        for p in old.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return old.state_dict()
+CONFIG = CUTE_MINI_SMALL
 
 
 def test_added_attention_starts_as_identity_and_reads_the_prompt():
-    state = _old_state()
-    x, t, ctx = _inputs()
+    state = trained_unet(CONFIG).state_dict()
+    x, t, ctx = inputs(CONFIG)
     with torch.no_grad():
-        ref = _unet(CONFIG, state)(x, t, encoder_hidden_states=ctx).sample
+        ref = unet(CONFIG, state)(x, t, encoder_hidden_states=ctx).sample
     config, grown = add_attention(dict(CONFIG), state, level=0)
     assert config["down_block_types"] == ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
     assert config["up_block_types"] == ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
     added = sorted(k for k in grown if k not in state)
     assert added and all(k.startswith(("down_blocks.0.attentions.", "up_blocks.2.attentions.")) for k in added)
     assert all(torch.equal(grown[k], v) for k, v in state.items())
-    unet = _unet(config, grown)
+    grown_unet = unet(config, grown)
     with torch.no_grad():
-        out = unet(x, t, encoder_hidden_states=ctx).sample
+        out = grown_unet(x, t, encoder_hidden_states=ctx).sample
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
         # once proj_out moves, the top level's new layers change the output, and with the prompt
-        block = unet.down_blocks[0].attentions[0]
+        block = grown_unet.down_blocks[0].attentions[0]
         block.proj_out.weight.normal_(0, 0.5)
-        moved = unet(x, t, encoder_hidden_states=ctx).sample
+        moved = grown_unet(x, t, encoder_hidden_states=ctx).sample
         h = torch.randn(2, CONFIG["block_out_channels"][0], 8, 8, generator=torch.Generator().manual_seed(2))
         own, swapped = (block(h, encoder_hidden_states=c).sample for c in (ctx, ctx.flip(0)))
     assert (moved - ref).abs().max() > 1e-2
@@ -74,7 +45,7 @@ def test_added_attention_starts_as_identity_and_reads_the_prompt():
 
 
 def test_refuses_a_level_that_has_attention_or_does_not_exist():
-    state = _old_state()
+    state = trained_unet(CONFIG).state_dict()
     with pytest.raises(ValueError, match="already has attention"):
         add_attention(dict(CONFIG), state, level=1)
     with pytest.raises(ValueError, match="levels 0..2"):

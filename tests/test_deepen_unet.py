@@ -8,41 +8,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from unet_growth import CUTE_MINI_SMALL, forward, inputs, trained_unet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 from deepen_unet import deepen, layers_per_level  # noqa: E402
 
-# cute-mini's layout, smaller: no attention at the top level, cross-attention below.
-CONFIG = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
-              norm_num_groups=32, cross_attention_dim=24, attention_head_dim=(2, 4, 4),
-              down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-              up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
-
-
-def forward(config, state, x, t, ctx):
-    from diffusers import UNet2DConditionModel
-
-    unet = UNet2DConditionModel(**config).eval()
-    unet.load_state_dict(state)
-    with torch.no_grad():
-        return unet(x, t, encoder_hidden_states=ctx).sample
+CONFIG = CUTE_MINI_SMALL
 
 
 def test_deepened_unet_computes_the_same_and_its_new_blocks_learn():
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(0)
-    narrow = UNet2DConditionModel(**CONFIG)
-    with torch.no_grad():  # diffusers zero-initialises some layers; make every weight count
-        for p in narrow.parameters():
-            p.add_(0.2 * torch.randn_like(p))
+    narrow = trained_unet(CONFIG)
     state = narrow.state_dict()
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 4, 8, 8, generator=g)
-    t = torch.tensor([20.0, 700.0])
-    ctx = torch.randn(2, 5, CONFIG["cross_attention_dim"], generator=g)
+    x, t, ctx = inputs(CONFIG)
     ref = forward(CONFIG, state, x, t, ctx)
 
     config, deep = deepen(dict(narrow.config), state, (1, 2, 3))

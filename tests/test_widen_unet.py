@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from unet_growth import CUTE_MINI_SMALL, forward, inputs, trained_unet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -15,11 +16,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from widen_unet import widen  # noqa: E402
 
 CONFIGS = {
-    # cute-mini's layout, smaller: no attention at the top level, cross-attention below, conv projections
-    "cute-mini": dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64),
-                      layers_per_block=1, norm_num_groups=32, cross_attention_dim=24, attention_head_dim=(2, 4, 4),
-                      down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                      up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")),
+    "cute-mini": CUTE_MINI_SMALL,
     # SD-style: attention everywhere, two layers per block, linear projections, 8 channels per group
     "sd-style": dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=2,
                      norm_num_groups=4, cross_attention_dim=12, attention_head_dim=2, use_linear_projection=True,
@@ -28,45 +25,27 @@ CONFIGS = {
 }
 
 
-def run(config, state, x, t, ctx):
-    from diffusers import UNet2DConditionModel
-
-    unet = UNet2DConditionModel(**config).eval()
-    unet.load_state_dict(state)
-    with torch.no_grad():
-        return unet(x, t, encoder_hidden_states=ctx).sample
-
-
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("factor", [2, 3])
 def test_widened_unet_computes_the_same(name, factor):
-    from diffusers import UNet2DConditionModel
-
     config = CONFIGS[name]
-    torch.manual_seed(0)
-    narrow = UNet2DConditionModel(**config)
-    with torch.no_grad():  # diffusers zero-initialises some layers; make every weight count
-        for p in narrow.parameters():
-            p.add_(0.2 * torch.randn_like(p))
+    narrow = trained_unet(config)
     state = narrow.state_dict()
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 4, 8, 8, generator=g)
-    t = torch.tensor([20.0, 700.0])
-    ctx = torch.randn(2, 5, config["cross_attention_dim"], generator=g)
-    ref = run(config, state, x, t, ctx)
+    x, t, ctx = inputs(config)
+    ref = forward(config, state, x, t, ctx)
 
     wide_config, wide_state = widen(dict(narrow.config), state, factor=factor)
     assert wide_config["block_out_channels"] == tuple(factor * c for c in config["block_out_channels"])
     params = sum(v.numel() for v in wide_state.values())
     assert params > 2 * sum(v.numel() for v in state.values())
-    got = run(wide_config, wide_state, x, t, ctx)
+    got = forward(wide_config, wide_state, x, t, ctx)
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
 
     # Noise parts the copies, and moves the output only a little.
     _, noisy = widen(dict(narrow.config), state, factor=factor, noise=0.01)
     w = noisy["down_blocks.0.resnets.0.conv1.weight"]
     assert not torch.equal(w[0], w[1])
-    moved = (run(wide_config, noisy, x, t, ctx) - ref).abs().max() / ref.abs().max()
+    moved = (forward(wide_config, noisy, x, t, ctx) - ref).abs().max() / ref.abs().max()
     assert 0 < moved < 0.2
 
 

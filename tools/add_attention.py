@@ -25,7 +25,6 @@ def add_attention(config: dict[str, Any], state: dict[str, torch.Tensor], level:
                   seed: int = 0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(config, state dict) of the UNet with cross-attention added at `level` (0 = the top, full-size
     level), its new layers initialised from `seed` and their output projections zero."""
-    from diffusers import UNet2DConditionModel
 
     down, up = list(config["down_block_types"]), list(config["up_block_types"])
     n = len(down)
@@ -35,6 +34,17 @@ def add_attention(config: dict[str, Any], state: dict[str, torch.Tensor], level:
         raise ValueError(f"level {level} already has attention ({down[level]}, {up[n - 1 - level]})")
     down[level], up[n - 1 - level] = "CrossAttnDownBlock2D", "CrossAttnUpBlock2D"
     new_config = {**config, "down_block_types": tuple(down), "up_block_types": tuple(up)}
+    return new_config, grown_state(new_config, state, (".proj_out.",), seed)
+
+
+def grown_state(new_config: dict[str, Any], state: dict[str, torch.Tensor], zero: tuple[str, ...],
+                seed: int = 0) -> dict[str, torch.Tensor]:
+    """The state dict of a UNet of `new_config` that holds every tensor of `state` (the old UNet's, all of
+    whose names it must have) and new layers initialised from `seed`, those whose names contain one of
+    `zero` set to zero (the layers through which the new ones reach the old ones' outputs). Shared with
+    tools/deepen_unet.py."""
+    from diffusers import UNet2DConditionModel
+
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         new_state = UNet2DConditionModel(**new_config).state_dict()
@@ -44,6 +54,6 @@ def add_attention(config: dict[str, Any], state: dict[str, torch.Tensor], level:
     added = [k for k in new_state if k not in state]
     new_state.update(state)
     for k in added:
-        if ".proj_out." in k:
+        if any(part in k for part in zero):
             new_state[k] = torch.zeros_like(new_state[k])
-    return new_config, new_state
+    return new_state

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from add_attention import grown_state
 
 # The layers through which an added block's three parts reach the residual stream.
 _OUTPUTS = (".attn1.to_out.0.", ".attn2.to_out.0.", ".ff.net.2.")
@@ -41,8 +42,6 @@ def deepen(config: dict[str, Any], state: dict[str, torch.Tensor], layers: tuple
            seed: int = 0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(config, state dict) of the UNet with `layers` transformer blocks per level, the added blocks
     starting as the identity."""
-    from diffusers import UNet2DConditionModel
-
     old = layers_per_level(config)
     layers = tuple(layers)
     if len(layers) != len(old) or not all(isinstance(n, int) for n in layers):
@@ -50,15 +49,4 @@ def deepen(config: dict[str, Any], state: dict[str, torch.Tensor], layers: tuple
     if any(n < o for n, o in zip(layers, old, strict=True)):
         raise ValueError(f"deepen: {layers} would remove transformer blocks from {old}")
     new_config = {**config, "transformer_layers_per_block": layers}
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        new_state = UNet2DConditionModel(**new_config).state_dict()
-    missing = [k for k in state if k not in new_state]
-    if missing:
-        raise ValueError(f"the old UNet's {missing[0]} has no place in the new one")
-    added = [k for k in new_state if k not in state]
-    new_state.update(state)
-    for k in added:
-        if any(part in k for part in _OUTPUTS):
-            new_state[k] = torch.zeros_like(new_state[k])
-    return new_config, new_state
+    return new_config, grown_state(new_config, state, _OUTPUTS, seed)
