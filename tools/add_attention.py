@@ -25,7 +25,6 @@ def add_attention(config: dict[str, Any], state: dict[str, torch.Tensor], level:
                   seed: int = 0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(config, state dict) of the UNet with cross-attention added at `level` (0 = the top, full-size
     level), its new layers initialised from `seed` and their output projections zero."""
-
     down, up = list(config["down_block_types"]), list(config["up_block_types"])
     n = len(down)
     if not 0 <= level < n:
