@@ -181,6 +181,7 @@ DOWN_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D"}
 UP_BLOCKS = {"CrossAttnUpBlock2D", "UpBlock2D"}
 MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
 MAX_TRANSFORMER_LAYERS = 8  # transformer blocks in one attention, as the C++ loader's kMaxTransformerLayers
+MAX_TRANSFORMER_BLOCKS = 128  # transformer blocks in the whole UNet, as the C++ loader's kMaxTransformerBlocks
 
 
 def _settings(config: dict[str, Any], class_name: str, defaults: dict[str, Any], fixed: set[str],
@@ -227,9 +228,12 @@ def _canonical(key: str, value: Any) -> Any:
 
 
 def _check_blocks(s: dict[str, Any]) -> None:
-    """The block kinds are written settings with a fixed list of values."""
+    """The block kinds are written settings with a fixed list of values, one per level."""
+    levels = len(_list("block_out_channels", s["block_out_channels"]))
     for key, allowed in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
-        for block in _list(key, s[key]):
+        if len(_list(key, s[key])) != levels:
+            raise ConvertError(f"{key} has {len(s[key])} entries for {levels} levels (block_out_channels)")
+        for block in s[key]:
             if block not in allowed:
                 raise ConvertError(f"{key}: {block!r} is not supported by cutecpp "
                                    f"(only {' or '.join(sorted(allowed))})")
@@ -250,6 +254,19 @@ def _transformer_layers(s: dict[str, Any], levels: int) -> int | list[int]:
     return per_level[0] if len(set(per_level)) == 1 else per_level
 
 
+def _check_transformer_blocks(s: dict[str, Any], layers: int, depth: int | list[int], levels: int) -> None:
+    """The whole UNet's transformer blocks, counted as the C++ loader counts them (its graph has room for
+    MAX_TRANSFORMER_BLOCKS): each cross-attention down block's layers, the up blocks' layers + 1 with the
+    reversed depths, and the mid block's one attention at the deepest level's depth."""
+    per_level = depth if isinstance(depth, list) else [depth] * levels
+    blocks = per_level[-1] if s["mid_block_type"] is not None else 0
+    for i, (down, up) in enumerate(zip(s["down_block_types"], s["up_block_types"], strict=True)):
+        blocks += layers * per_level[i] if down == "CrossAttnDownBlock2D" else 0
+        blocks += (layers + 1) * per_level[levels - 1 - i] if up == "CrossAttnUpBlock2D" else 0
+    if blocks > MAX_TRANSFORMER_BLOCKS:
+        raise ConvertError(f"{blocks} transformer blocks in all: cutecpp supports at most {MAX_TRANSFORMER_BLOCKS}")
+
+
 def unet_keys(config: dict[str, Any]) -> KeyValues:
     """The cutecpp.unet.* keys for a diffusers UNet2DConditionModel config.json dict."""
     s = unet_settings(config)
@@ -260,6 +277,7 @@ def unet_keys(config: dict[str, Any]) -> KeyValues:
     layers = _one_value("layers_per_block", s["layers_per_block"])
     cross_dim = _one_value("cross_attention_dim", s["cross_attention_dim"])
     depth = _transformer_layers(s, levels)
+    _check_transformer_blocks(s, layers, depth, levels)
     p = "cutecpp.unet."
     return {
         p + "in_channels": (U32, _u32("in_channels", s["in_channels"]), None),

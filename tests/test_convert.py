@@ -294,6 +294,7 @@ REFUSED_SETTINGS = {
     "layers_per_block": [1, 2],
     "cross_attention_dim": [8, 16],
     "down_block_types": ["AttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D"],  # one block for two levels
     "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
     "sample_size": None,
     "norm_eps": "small",
@@ -332,6 +333,23 @@ def test_transformer_depth_per_level(saved):
         unet_keys({**config, "transformer_layers_per_block": [1, 9]})
     with pytest.raises(ConvertError, match="one entry per level"):
         unet_keys({**config, "transformer_layers_per_block": [1, 2, 2]})
+
+
+def test_transformer_blocks_in_all_capped(saved):
+    """At most 128 transformer blocks in the whole UNet, counted as the C++ loader counts them. The micro
+    UNet attends in the first level's down block (L layers), the last up block (L + 1 layers, the first
+    level's depth) and the mid block (the last level's depth)."""
+    config = json.loads((saved("micro")[0] / "config.json").read_text())
+
+    def keys(layers: int, depth: list[int]):
+        return unet_keys({**config, "layers_per_block": layers, "transformer_layers_per_block": depth})
+
+    assert keys(7, [8, 8])  # 7*8 + 8*8 + 8 = 128: the cap itself
+    assert keys(8, [7, 8])  # 8*7 + 9*7 + 8 = 127
+    with pytest.raises(ConvertError, match="143 transformer blocks in all: cutecpp supports at most 128"):
+        keys(8, [8, 7])  # 8*8 + 9*8 + 7
+    with pytest.raises(ConvertError, match="136 transformer blocks in all"):
+        unet_keys({**config, "layers_per_block": 8, "transformer_layers_per_block": 8, "mid_block_type": None})
 
 
 def test_equivalent_spellings_accepted(saved):
