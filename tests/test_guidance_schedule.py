@@ -1,0 +1,53 @@
+"""tools/guidance_schedule.py's loop draws what cutecpp_sample draws wherever the scale does not change."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundles import UNET_CONFIGS, with_sampling
+
+import cutecpp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import guidance_schedule  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(micro, tmp_path_factory) -> dict[str, cutecpp.Model]:
+    folder = tmp_path_factory.mktemp("guidance")
+    return {name: cutecpp.Model.load(with_sampling(micro, name).write(folder / f"{name}.gguf"))
+            for name in ("flow3", "sd")}
+
+
+def contexts(seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
+    return tuple(rng.standard_normal((5, dim)).astype(np.float32) for _ in range(2))
+
+
+@pytest.mark.parametrize("config,sampler", [("flow3", "flow_euler"), ("sd", "euler")])
+def test_same_bits_as_the_core(models, config, sampler):
+    """Guided everywhere (below 0) as cutecpp_sample at that cfg; unguided everywhere (below every sigma,
+    low_cfg 1) as cutecpp_sample at cfg 1; a change of scale part way gives neither."""
+    ctx = cutecpp.Context(models[config], threads=2)
+    cond, uncond = contexts()
+    kw = dict(seed=3, steps=6, sampler=sampler, latent_size=8)
+    guided = ctx.sample(cond, uncond, cfg=5.0, **kw)
+    plain = ctx.sample(cond, None, cfg=1.0, **kw)
+    assert np.array_equal(guidance_schedule.sample(ctx, cond, uncond, cfg=5.0, below=0.0, low_cfg=1.0, **kw), guided)
+    assert np.array_equal(guidance_schedule.sample(ctx, cond, uncond, cfg=5.0, below=1e9, low_cfg=1.0, **kw), plain)
+    sigmas = cutecpp.sampling.schedule(models[config], sampler, 6)["sigmas"]
+    mixed = guidance_schedule.sample(ctx, cond, uncond, cfg=5.0, below=float(sigmas[3]), low_cfg=1.0, **kw)
+    assert not np.allclose(mixed, guided) and not np.allclose(mixed, plain)
+
+
+def test_refusals(models):
+    ctx = cutecpp.Context(models["sd"], threads=1)
+    cond, uncond = contexts()
+    with pytest.raises(ValueError, match="sampler euler_a: only flow_euler, euler"):
+        guidance_schedule.sample(ctx, cond, uncond, seed=1, steps=4, sampler="euler_a", latent_size=8)
+    with pytest.raises(ValueError, match="needs the unconditional context"):
+        guidance_schedule.sample(ctx, cond, None, seed=1, steps=4, sampler="euler", cfg=3.0, latent_size=8)

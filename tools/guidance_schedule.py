@@ -1,0 +1,83 @@
+"""Score a model with another guidance scale at low noise: an experiment, not a cutecpp feature.
+
+    python tools/guidance_schedule.py --below 0.5 --low-cfg 1 score --model M.gguf --n 400 --jsonl F
+    python tools/eval_quality.py compare --old F0 --new F
+
+runs `tools/eval_quality.py` with the arguments after the two options, where every denoising step whose
+noise level (the schedule's sigma at that step) is below --below is guided at --low-cfg instead of the
+model's scale (--low-cfg 1: unguided, one UNet evaluation of batch 1 instead of two). The loop is built
+from the core's own pieces (cutecpp.sampling.rng_normal, schedule and sampler_step, Context.unet), so
+where the scale does not change it draws exactly what cutecpp_sample draws, bit for bit
+(tests/test_guidance_schedule.py). Samplers that add noise or keep a history (euler_a, lcm,
+dpmpp_2m_karras) are refused. What it measured on cute-mini 0.12: docs/cute-mini-history.md, section 22.
+"""
+
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import cutecpp.model
+from cutecpp import sampling
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAIN_SAMPLERS = ("flow_euler", "euler")  # one model output per step, no noise, no state
+
+
+def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | None, *, seed: int,
+           steps: int | None = None, sampler: str | None = None, cfg: float | None = None,
+           latent_size: int | tuple[int, int] | None = None, below: float = 0.0, low_cfg: float = 1.0) -> np.ndarray:
+    """Context.sample's latents [C, h, w] with `low_cfg` in place of cfg at the steps whose sigma < `below`."""
+    model = ctx._model
+    defaults = model.sampling
+    sampler = sampler or defaults["default_sampler"]
+    if sampler not in PLAIN_SAMPLERS:
+        raise ValueError(f"sampler {sampler}: only {', '.join(PLAIN_SAMPLERS)} (no noise, no history)")
+    steps = steps or defaults["default_steps"]
+    cfg = defaults["default_cfg"] if cfg is None else cfg
+    unet = ctx._component("unet")
+    size = latent_size or unet["sample_size"]
+    h, w = size if isinstance(size, tuple) else (size, size)
+    plan = sampling.schedule(model, sampler, steps)
+    x = sampling.rng_normal(seed, unet["in_channels"] * h * w).reshape(unet["in_channels"], h, w)
+    x = x * np.float32(plan["init_noise_sigma"])
+    both = None if uncond is None else np.stack([uncond, cond])
+    for i in range(steps):
+        scale = cfg if plan["sigmas"][i] >= below else low_cfg
+        t = np.float32(plan["timesteps"][i])
+        latent = x / np.float32(plan["input_divisors"][i]) if sampler == "euler" else x
+        if scale != 1.0:
+            if both is None:
+                raise ValueError(f"guidance scale {scale} at step {i} needs the unconditional context")
+            pred = ctx.unet(np.stack([latent, latent]), np.array([t, t]), both)
+            out = pred[0] + np.float32(scale) * (pred[1] - pred[0])
+        else:
+            out = ctx.unet(latent[None], np.array([t]), cond[None])[0]
+        x = sampling.sampler_step(model, sampler, steps, i, out, x)
+    return x
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage="%(prog)s --below S --low-cfg G "
+                                     "eval_quality.py's arguments ...")
+    parser.add_argument("--below", type=float, required=True, help="steps with sigma below this ...")
+    parser.add_argument("--low-cfg", type=float, required=True, help="... are guided at this scale (1: unguided)")
+    args, rest = parser.parse_known_args(argv)
+
+    def patched(ctx, cond, uncond=None, *, seed, steps=None, sampler=None, cfg=None, latent_size=None,
+                progress=None):
+        return sample(ctx, cond, uncond, seed=seed, steps=steps, sampler=sampler, cfg=cfg, latent_size=latent_size,
+                      below=args.below, low_cfg=args.low_cfg)
+
+    cutecpp.model.Context.sample = patched
+    sys.path.insert(0, str(ROOT / "tools"))
+    sys.argv = ["eval_quality.py", *rest]
+    runpy.run_path(str(ROOT / "tools" / "eval_quality.py"), run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
