@@ -234,10 +234,10 @@ def _check_blocks(s: dict[str, Any]) -> None:
         if len(_list(key, s[key])) != levels:
             raise ConvertError(f"{key} has {len(s[key])} entries for {levels} levels (block_out_channels)")
         for block in s[key]:
-            if block not in allowed:
+            if not isinstance(block, str) or block not in allowed:
                 raise ConvertError(f"{key}: {block!r} is not supported by cutecpp "
                                    f"(only {' or '.join(sorted(allowed))})")
-    if s["mid_block_type"] not in MID_BLOCKS:
+    if not isinstance(s["mid_block_type"], (str, type(None))) or s["mid_block_type"] not in MID_BLOCKS:
         raise ConvertError(f"mid_block_type = {s['mid_block_type']!r} is not supported by cutecpp "
                            "(only UNetMidBlock2DCrossAttn or null)")
 
@@ -274,7 +274,7 @@ def unet_keys(config: dict[str, Any]) -> KeyValues:
     # diffusers' naming slip: attention_head_dim holds the number of heads when num_attention_heads is null.
     heads_key = "num_attention_heads" if s["num_attention_heads"] is not None else "attention_head_dim"
     heads = s[heads_key] if isinstance(s[heads_key], (list, tuple)) else [s[heads_key]] * levels
-    layers = _one_value("layers_per_block", s["layers_per_block"])
+    layers = _u32("layers_per_block", _one_value("layers_per_block", s["layers_per_block"]))
     cross_dim = _one_value("cross_attention_dim", s["cross_attention_dim"])
     depth = _transformer_layers(s, levels)
     _check_transformer_blocks(s, layers, depth, levels)
@@ -285,7 +285,7 @@ def unet_keys(config: dict[str, Any]) -> KeyValues:
         p + "block_out_channels": (ARR, _u32_list("block_out_channels", s["block_out_channels"]), U32),
         p + "down_block_types": (ARR, list(s["down_block_types"]), STR),
         p + "up_block_types": (ARR, list(s["up_block_types"]), STR),
-        p + "layers_per_block": (U32, _u32("layers_per_block", layers), None),
+        p + "layers_per_block": (U32, layers, None),
         p + "mid_block_type": (STR, s["mid_block_type"] or "none", None),
         p + "num_attention_heads": (ARR, _u32_list(heads_key, heads), U32),
         p + "cross_attention_dim": (U32, _u32("cross_attention_dim", cross_dim), None),

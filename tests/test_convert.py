@@ -319,6 +319,11 @@ def test_unknown_and_foreign_configs_refused(saved):
         unet_keys({**config, "use_fancy_attention": True})
     with pytest.raises(ConvertError, match="_class_name = 'AutoencoderKL'"):
         unet_keys({**config, "_class_name": "AutoencoderKL"})
+    # JSON that is not a block name: refused as unsupported, not a TypeError
+    with pytest.raises(ConvertError, match=r"down_block_types: \['CrossAttnDownBlock2D'\] is not supported"):
+        unet_keys({**config, "down_block_types": [["CrossAttnDownBlock2D"], "DownBlock2D"]})
+    with pytest.raises(ConvertError, match=r"mid_block_type = \{\} is not supported"):
+        unet_keys({**config, "mid_block_type": {}})
 
 
 def test_transformer_depth_per_level(saved):
@@ -350,6 +355,8 @@ def test_transformer_blocks_in_all_capped(saved):
         keys(8, [8, 7])  # 8*8 + 9*8 + 7
     with pytest.raises(ConvertError, match="136 transformer blocks in all"):
         unet_keys({**config, "layers_per_block": 8, "transformer_layers_per_block": 8, "mid_block_type": None})
+    with pytest.raises(ConvertError, match="layers_per_block = 'two': expected a non-negative integer"):
+        keys("two", [1, 1])  # checked before it is counted
 
 
 def test_equivalent_spellings_accepted(saved):
