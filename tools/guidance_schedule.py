@@ -37,7 +37,7 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
     sampler = sampler or defaults["default_sampler"]
     if sampler not in PLAIN_SAMPLERS:
         raise ValueError(f"sampler {sampler}: only {', '.join(PLAIN_SAMPLERS)} (no noise, no history)")
-    steps = steps or defaults["default_steps"]
+    steps = defaults["default_steps"] if steps is None else steps
     cfg = defaults["default_cfg"] if cfg is None else cfg
     unet = ctx._component("unet")
     size = latent_size or unet["sample_size"]
