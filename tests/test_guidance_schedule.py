@@ -51,3 +51,5 @@ def test_refusals(models):
         guidance_schedule.sample(ctx, cond, uncond, seed=1, steps=4, sampler="euler_a", latent_size=8)
     with pytest.raises(ValueError, match="needs the unconditional context"):
         guidance_schedule.sample(ctx, cond, None, seed=1, steps=4, sampler="euler", cfg=3.0, latent_size=8)
+    with pytest.raises(ValueError, match="one batch of two needs one shape"):
+        guidance_schedule.sample(ctx, cond, uncond[:2], seed=1, steps=4, sampler="euler", cfg=3.0, latent_size=8)

@@ -45,6 +45,9 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
     plan = sampling.schedule(model, sampler, steps)
     x = sampling.rng_normal(seed, unet["in_channels"] * h * w).reshape(unet["in_channels"], h, w)
     x = x * np.float32(plan["init_noise_sigma"])
+    if uncond is not None and uncond.shape != cond.shape:
+        raise ValueError(f"uncond {uncond.shape} and cond {cond.shape}: one batch of two needs one shape "
+                         "(the Pipeline repeats 'no prompt' to the prompt's length)")
     both = None if uncond is None else np.stack([uncond, cond])
     for i in range(steps):
         scale = cfg if plan["sigmas"][i] >= below else low_cfg
