@@ -30,8 +30,8 @@ def contexts(seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("config,sampler", [("flow3", "flow_euler"), ("sd", "euler")])
 def test_same_bits_as_the_core(models, config, sampler):
-    """Guided everywhere (below 0) as cutecpp_sample at that cfg; unguided everywhere (below every sigma,
-    low_cfg 1) as cutecpp_sample at cfg 1; a change of scale part way gives neither."""
+    """Guided everywhere (below 0) as cutecpp_sample at that cfg; unguided everywhere (below or above every
+    sigma, at scale 1) as cutecpp_sample at cfg 1; a change of scale part way, late or early, gives neither."""
     ctx = cutecpp.Context(models[config], threads=2)
     cond, uncond = contexts()
     kw = dict(seed=3, steps=6, sampler=sampler, latent_size=8)
@@ -39,9 +39,12 @@ def test_same_bits_as_the_core(models, config, sampler):
     plain = ctx.sample(cond, None, cfg=1.0, **kw)
     assert np.array_equal(guidance_schedule.sample(ctx, cond, uncond, cfg=5.0, below=0.0, low_cfg=1.0, **kw), guided)
     assert np.array_equal(guidance_schedule.sample(ctx, cond, uncond, cfg=5.0, below=1e9, low_cfg=1.0, **kw), plain)
+    assert np.array_equal(guidance_schedule.sample(ctx, cond, uncond, cfg=5.0, above=-1.0, high_cfg=1.0, **kw), plain)
     sigmas = cutecpp.sampling.schedule(models[config], sampler, 6)["sigmas"]
     mixed = guidance_schedule.sample(ctx, cond, uncond, cfg=5.0, below=float(sigmas[3]), low_cfg=1.0, **kw)
     assert not np.allclose(mixed, guided) and not np.allclose(mixed, plain)
+    early = guidance_schedule.sample(ctx, cond, uncond, cfg=5.0, above=float(sigmas[3]), high_cfg=1.0, **kw)
+    assert not np.allclose(early, guided) and not np.allclose(early, plain) and not np.allclose(early, mixed)
 
 
 def test_refusals(models):

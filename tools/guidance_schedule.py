@@ -1,11 +1,12 @@
-"""Score a model with another guidance scale at low noise: an experiment, not a cutecpp feature.
+"""Score a model with another guidance scale at low or high noise: an experiment, not a cutecpp feature.
 
     python tools/guidance_schedule.py --below 0.5 --low-cfg 1 score --model M.gguf --n 400 --jsonl F
     python tools/eval_quality.py compare --old F0 --new F
 
-runs `tools/eval_quality.py` with the arguments after the two options, where every denoising step whose
-noise level (the schedule's sigma at that step) is below --below is guided at --low-cfg instead of the
-model's scale (--low-cfg 1: unguided, one UNet evaluation of batch 1 instead of two). The loop is built
+runs `tools/eval_quality.py` with the arguments after the options, where every denoising step whose
+noise level (the schedule's sigma at that step) is below --below is guided at --low-cfg, and every one
+above --above at --high-cfg, instead of the model's scale (1: unguided, one UNet evaluation of batch 1
+instead of two). The loop is built
 from the core's own pieces (cutecpp.sampling.rng_normal, schedule and sampler_step, Context.unet), so
 where the scale does not change it draws exactly what cutecpp_sample draws, bit for bit
 (tests/test_guidance_schedule.py). Samplers that add noise or keep a history (euler_a, lcm,
@@ -30,8 +31,10 @@ PLAIN_SAMPLERS = ("flow_euler", "euler")  # one model output per step, no noise,
 
 def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | None, *, seed: int,
            steps: int | None = None, sampler: str | None = None, cfg: float | None = None,
-           latent_size: int | tuple[int, int] | None = None, below: float = 0.0, low_cfg: float = 1.0) -> np.ndarray:
-    """Context.sample's latents [C, h, w] with `low_cfg` in place of cfg at the steps whose sigma < `below`."""
+           latent_size: int | tuple[int, int] | None = None, below: float = 0.0, low_cfg: float = 1.0,
+           above: float = float("inf"), high_cfg: float = 1.0) -> np.ndarray:
+    """Context.sample's latents [C, h, w] with `low_cfg` in place of cfg at the steps whose sigma < `below`
+    and `high_cfg` at those whose sigma > `above`."""
     model = ctx._model
     defaults = model.sampling
     sampler = sampler or defaults["default_sampler"]
@@ -50,7 +53,8 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
                          "(the Pipeline repeats 'no prompt' to the prompt's length)")
     both = None if uncond is None else np.stack([uncond, cond])
     for i in range(steps):
-        scale = cfg if plan["sigmas"][i] >= below else low_cfg
+        sigma = plan["sigmas"][i]
+        scale = low_cfg if sigma < below else high_cfg if sigma > above else cfg
         t = np.float32(plan["timesteps"][i])
         latent = x / np.float32(plan["input_divisors"][i]) if sampler == "euler" else x
         if scale != 1.0:
@@ -65,16 +69,18 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage="%(prog)s --below S --low-cfg G "
-                                     "eval_quality.py's arguments ...")
-    parser.add_argument("--below", type=float, required=True, help="steps with sigma below this ...")
-    parser.add_argument("--low-cfg", type=float, required=True, help="... are guided at this scale (1: unguided)")
+    usage = "%(prog)s [--below S --low-cfg G] [--above S --high-cfg G] eval_quality.py's arguments ..."
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage=usage)
+    parser.add_argument("--below", type=float, default=0.0, help="steps with sigma below this ...")
+    parser.add_argument("--low-cfg", type=float, default=1.0, help="... are guided at this scale (1: unguided)")
+    parser.add_argument("--above", type=float, default=float("inf"), help="steps with sigma above this ...")
+    parser.add_argument("--high-cfg", type=float, default=1.0, help="... are guided at this scale (1: unguided)")
     args, rest = parser.parse_known_args(argv)
 
     def patched(ctx, cond, uncond=None, *, seed, steps=None, sampler=None, cfg=None, latent_size=None,
                 progress=None):
         return sample(ctx, cond, uncond, seed=seed, steps=steps, sampler=sampler, cfg=cfg, latent_size=latent_size,
-                      below=args.below, low_cfg=args.low_cfg)
+                      below=args.below, low_cfg=args.low_cfg, above=args.above, high_cfg=args.high_cfg)
 
     cutecpp.model.Context.sample = patched
     sys.path.insert(0, str(ROOT / "tools"))
