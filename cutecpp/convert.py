@@ -242,27 +242,27 @@ def _check_blocks(s: dict[str, Any]) -> None:
                            "(only UNetMidBlock2DCrossAttn or null)")
 
 
-def _transformer_layers(s: dict[str, Any], levels: int) -> int | list[int]:
-    """diffusers' transformer_layers_per_block: one number, or one per level (the down blocks' order; the
-    mid block takes the last, the up blocks the reversed list; a list per layer is not supported)."""
+def _transformer_layers(s: dict[str, Any], levels: int) -> list[int]:
+    """diffusers' transformer_layers_per_block, one number or one per level, as one per level (the down
+    blocks' order; the mid block takes the last, the up blocks the reversed list; a list per layer is not
+    supported)."""
     key, value = "transformer_layers_per_block", s["transformer_layers_per_block"]
     per_level = _u32_list(key, value) if isinstance(value, (list, tuple)) else [_u32(key, value)] * levels
     if len(per_level) != levels:
         raise ConvertError(f"{key} = {value!r}: expected one entry per level ({levels})")
     if not all(1 <= n <= MAX_TRANSFORMER_LAYERS for n in per_level):
         raise ConvertError(f"{key} = {value!r}: cutecpp supports 1 to {MAX_TRANSFORMER_LAYERS} blocks per attention")
-    return per_level[0] if len(set(per_level)) == 1 else per_level
+    return per_level
 
 
-def _check_transformer_blocks(s: dict[str, Any], layers: int, depth: int | list[int], levels: int) -> None:
+def _check_transformer_blocks(s: dict[str, Any], layers: int, per_level: list[int]) -> None:
     """The whole UNet's transformer blocks, counted as the C++ loader counts them (its graph has room for
     MAX_TRANSFORMER_BLOCKS): each cross-attention down block's layers, the up blocks' layers + 1 with the
     reversed depths, and the mid block's one attention at the deepest level's depth."""
-    per_level = depth if isinstance(depth, list) else [depth] * levels
     blocks = per_level[-1] if s["mid_block_type"] is not None else 0
     for i, (down, up) in enumerate(zip(s["down_block_types"], s["up_block_types"], strict=True)):
         blocks += layers * per_level[i] if down == "CrossAttnDownBlock2D" else 0
-        blocks += (layers + 1) * per_level[levels - 1 - i] if up == "CrossAttnUpBlock2D" else 0
+        blocks += (layers + 1) * per_level[-1 - i] if up == "CrossAttnUpBlock2D" else 0
     if blocks > MAX_TRANSFORMER_BLOCKS:
         raise ConvertError(f"{blocks} transformer blocks in all: cutecpp supports at most {MAX_TRANSFORMER_BLOCKS}")
 
@@ -277,7 +277,7 @@ def unet_keys(config: dict[str, Any]) -> KeyValues:
     layers = _u32("layers_per_block", _one_value("layers_per_block", s["layers_per_block"]))
     cross_dim = _one_value("cross_attention_dim", s["cross_attention_dim"])
     depth = _transformer_layers(s, levels)
-    _check_transformer_blocks(s, layers, depth, levels)
+    _check_transformer_blocks(s, layers, depth)
     p = "cutecpp.unet."
     return {
         p + "in_channels": (U32, _u32("in_channels", s["in_channels"]), None),
@@ -295,7 +295,7 @@ def unet_keys(config: dict[str, Any]) -> KeyValues:
         p + "flip_sin_to_cos": (BOOL, _bool("flip_sin_to_cos", s["flip_sin_to_cos"]), None),
         p + "freq_shift": (U32, _u32("freq_shift", s["freq_shift"]), None),
         # One number when every level has the same depth (what bundles before per-level depths had).
-        p + "transformer_layers_per_block": (U32, depth, None) if isinstance(depth, int) else (ARR, depth, U32),
+        p + "transformer_layers_per_block": (U32, depth[0], None) if len(set(depth)) == 1 else (ARR, depth, U32),
         p + "sample_size": (U32, _u32("sample_size", s["sample_size"]), None),
     }
 
