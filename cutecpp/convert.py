@@ -488,13 +488,15 @@ def alignment_keys(config: dict[str, Any]) -> KeyValues:
 # --- the sampling section ------------------------------------------------------------------------
 
 F64 = GGUFValueType.FLOAT64
-# cutecpp.sampling.*: the model's training noise schedule and its sampling defaults (all required).
+# cutecpp.sampling.*: the model's training noise schedule and its sampling defaults (all required),
+# and optional settings (absent: as before they existed).
 SAMPLING_SETTINGS = ("prediction", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
                      "timestep_spacing", "steps_offset", "flow_shift", "default_sampler", "default_steps",
                      "default_cfg")
+SAMPLING_OPTIONAL = ("guidance_max_sigma",)  # steps with a higher sigma are unguided (absent: none)
 SAMPLING_TYPES = {"prediction": STR, "num_train_timesteps": U32, "beta_schedule": STR, "beta_start": F64,
                   "beta_end": F64, "timestep_spacing": STR, "steps_offset": U32, "flow_shift": F64,
-                  "default_sampler": STR, "default_steps": U32, "default_cfg": F32}
+                  "default_sampler": STR, "default_steps": U32, "default_cfg": F32, "guidance_max_sigma": F32}
 
 # The training-schedule settings of diffusers' discrete-time schedulers, with their __init__
 # defaults in diffusers 0.42 (checked by the tests); the spacing default differs per class.
@@ -606,19 +608,20 @@ def text_encoder_keys(text_encoder: dict[str, Any]) -> KeyValues:
 
 
 def sampling_keys(sampling: dict[str, Any]) -> KeyValues:
-    """The cutecpp.sampling.* keys for a sampling dict holding exactly SAMPLING_SETTINGS.
+    """The cutecpp.sampling.* keys for a sampling dict holding SAMPLING_SETTINGS and any of
+    SAMPLING_OPTIONAL.
 
     Types are checked here; values (ranges, names, a default sampler that fits the prediction
     type) by the loader, which every converted bundle goes through.
     """
-    unknown = sorted(set(sampling) - set(SAMPLING_SETTINGS))
+    unknown = sorted(set(sampling) - set(SAMPLING_SETTINGS) - set(SAMPLING_OPTIONAL))
     if unknown:
         raise ConvertError(f"unknown sampling setting(s) {', '.join(unknown)}")
     missing = [k for k in SAMPLING_SETTINGS if k not in sampling]
     if missing:
         raise ConvertError(f"missing sampling setting(s) {', '.join(missing)}")
     keys: KeyValues = {}
-    for key in SAMPLING_SETTINGS:
+    for key in [*SAMPLING_SETTINGS, *(k for k in SAMPLING_OPTIONAL if k in sampling)]:
         vtype, value = SAMPLING_TYPES[key], sampling[key]
         if vtype == STR:
             if not isinstance(value, str):
@@ -728,6 +731,10 @@ class _Planned:
     array: np.ndarray
     origin: str  # "<file>: tensor '<checkpoint name>'", for messages
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
     def encode(self) -> np.ndarray:
         """The bytes the bundle stores; refuses values that would not survive the conversion."""
         peak = float(np.abs(self.array).max()) if self.array.size else 0.0
@@ -802,7 +809,20 @@ def _summarize(out: Path, dtype: str, plan: list[_Planned]) -> Summary:
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _write_gguf(path: Path, keys: KeyValues, plan: list[_Planned]) -> None:
+@dataclass(frozen=True)
+class _Copied:
+    """One tensor copied from another bundle as it is stored there (the same bytes)."""
+
+    name: str
+    qtype: GGMLQuantizationType
+    shape: tuple[int, ...]  # torch order
+    raw: np.ndarray
+
+    def encode(self) -> np.ndarray:
+        return self.raw
+
+
+def _write_gguf(path: Path, keys: KeyValues, plan: list[_Planned] | list[_Copied]) -> None:
     """Writes the bundle one tensor at a time, so memory holds one converted tensor, not the model."""
     writer = GGUFWriter(path, "cutecpp")
     try:
@@ -810,7 +830,7 @@ def _write_gguf(path: Path, keys: KeyValues, plan: list[_Planned]) -> None:
             writer.add_key_value(key, value, vtype, sub_type=sub_type)
         for t in plan:
             # With raw_dtype and a non-uint8 placeholder dtype, gguf keeps the shape in elements.
-            writer.add_tensor_info(t.name, t.array.shape, np.dtype(np.float32), _nbytes(t.array.shape, t.qtype),
+            writer.add_tensor_info(t.name, t.shape, np.dtype(np.float32), _nbytes(t.shape, t.qtype),
                                    raw_dtype=t.qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -830,7 +850,7 @@ def _verify(path: Path, out: Path) -> None:
         raise ConvertError(f"{out}: the cutecpp loader refuses the converted bundle: {reason}") from None
 
 
-def _write_verified(out: Path, keys: KeyValues, plan: list[_Planned]) -> None:
+def _write_verified(out: Path, keys: KeyValues, plan: list[_Planned] | list[_Copied]) -> None:
     """Writes next to `out`, verifies, then renames: a failed conversion leaves `out` as it was.
 
     Verifying before the rename (rather than after) also keeps a previous good bundle at
@@ -940,7 +960,8 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
     encoders: also store the autoencoders' encoder halves (`tiny_encoder` from the tiny_decoder
     folder, `vae_encoder` from the vae folder: the encoder and quant_conv), for img2img; their
     latents are in the decoders' latent space (the same scaling, inverted).
-    sampling: the cutecpp.sampling.* section (SAMPLING_SETTINGS; scheduler_config_to_sampling makes
+    sampling: the cutecpp.sampling.* section (SAMPLING_SETTINGS and any of SAMPLING_OPTIONAL;
+    scheduler_config_to_sampling makes
     one from a diffusers scheduler config). text_encoder: {"sha256", "layers"} of the encoder the
     model was trained with (docs/text-encoder.md). The bundle is loaded back before it replaces
     `out_path`.
@@ -978,3 +999,43 @@ def convert_unet(folder: str | os.PathLike[str], out_path: str | os.PathLike[str
                  name: str | None = None, license: str | None = None) -> Summary:
     """Converts a diffusers UNet2DConditionModel folder into a one-component bundle at `out_path`."""
     return convert(out_path, dtype, model_id, unet=folder, name=name, license=license)
+
+
+def copy_with_sampling(src: str | os.PathLike[str], out_path: str | os.PathLike[str], model_id: str,
+                       changes: dict[str, Any], name: str | None = None) -> None:
+    """Copies bundle `src` to `out_path` with the sampling settings in `changes` (None removes an
+    optional one) and a new model id (and general.name, if given); every other key and every
+    tensor's bytes as they are. For a new sampling recipe of trained networks (tools/set_sampling.py).
+    The copy is loaded back before it replaces `out_path`, as a conversion is.
+    """
+    from gguf import GGUFReader
+
+    src = Path(src)
+    Model.load(src)  # a bundle cutecpp reads (its loader's message otherwise), not just any GGUF
+    reader = GGUFReader(src)
+    prefix = "cutecpp.sampling."
+    keys: KeyValues = {}
+    sampling: dict[str, Any] = {}
+    for key, f in reader.fields.items():
+        if key.startswith("GGUF.") or key == Keys.General.ARCHITECTURE:  # the writer's own
+            continue
+        if key.startswith(prefix):
+            sampling[key.removeprefix(prefix)] = f.contents()
+        else:
+            keys[key] = (f.types[0], f.contents(), f.types[-1] if f.types[0] == ARR else None)
+    if not sampling:
+        raise ConvertError(f"{src}: has no sampling section (cutecpp.sampling.*) to change")
+    for key, value in changes.items():
+        if value is not None:
+            sampling[key] = value
+        elif key in SAMPLING_OPTIONAL:
+            sampling.pop(key, None)
+        else:
+            raise ConvertError(f"{key}: only an optional setting ({', '.join(SAMPLING_OPTIONAL)}) can be removed")
+    keys["cutecpp.model_id"] = (STR, model_id, None)
+    if name is not None:
+        keys[Keys.General.NAME] = (STR, name, None)
+    keys.update(sampling_keys(sampling))
+    plan = [_Copied(t.name, GGMLQuantizationType(t.tensor_type), tuple(int(d) for d in reversed(t.shape)), t.data)
+            for t in reader.tensors]
+    _write_verified(Path(out_path), keys, plan)

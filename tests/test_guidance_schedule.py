@@ -56,3 +56,33 @@ def test_refusals(models):
         guidance_schedule.sample(ctx, cond, None, seed=1, steps=4, sampler="euler", cfg=3.0, latent_size=8)
     with pytest.raises(ValueError, match="one batch of two needs one shape"):
         guidance_schedule.sample(ctx, cond, uncond[:2], seed=1, steps=4, sampler="euler", cfg=3.0, latent_size=8)
+
+
+@pytest.mark.parametrize("config,sampler", [("flow3", "flow_euler"), ("sd", "euler")])
+def test_bundle_guidance_max_sigma_is_the_tools_above(models, micro, tmp_path, config, sampler):
+    """A bundle with cutecpp.sampling.guidance_max_sigma = S draws, in the core, what the tool draws with
+    --above S --high-cfg 1 from the same networks; at 0 (every step unguided) what cfg 1 draws, also where
+    cond and uncond differ in length (two UNet calls a step, not one batch); above every sigma, what a bundle
+    without the key draws."""
+    cond, uncond = contexts()
+    kw = dict(seed=3, steps=6, sampler=sampler, latent_size=8)
+    sigmas = cutecpp.sampling.schedule(models[config], sampler, 6)["sigmas"]
+    plain_ctx = cutecpp.Context(models[config], threads=2)
+
+    def sigma_bundle(value: float) -> cutecpp.Context:
+        path = with_sampling(micro, config, guidance_max_sigma=value).write(tmp_path / f"{config}-{value}.gguf")
+        model = cutecpp.Model.load(path)
+        assert model.sampling["guidance_max_sigma"] == np.float32(value)
+        return cutecpp.Context(model, threads=2)
+
+    early = sigma_bundle(float(sigmas[3])).sample(cond, uncond, cfg=5.0, **kw)
+    tool = guidance_schedule.sample(plain_ctx, cond, uncond, cfg=5.0, above=float(sigmas[3]), high_cfg=1.0, **kw)
+    assert np.array_equal(early, tool)
+    guided = plain_ctx.sample(cond, uncond, cfg=5.0, **kw)
+    assert not np.allclose(early, guided)
+    plain = plain_ctx.sample(cond, None, cfg=1.0, **kw)
+    unguided = sigma_bundle(0.0)
+    assert np.array_equal(unguided.sample(cond, uncond, cfg=5.0, **kw), plain)
+    assert np.array_equal(unguided.sample(cond, uncond[:3], cfg=5.0, **kw), plain)
+    assert np.array_equal(sigma_bundle(1e6).sample(cond, uncond, cfg=5.0, **kw), guided)
+    assert "guidance_max_sigma" not in models[config].sampling

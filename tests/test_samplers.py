@@ -467,6 +467,9 @@ def test_step_api_refusals(models):
     (dict(default_steps=0), cutecpp.UnsupportedError, "default_steps'.*outside \\[1, 1000\\]"),
     (dict(default_sampler="lcm", default_steps=60), cutecpp.UnsupportedError, "lcm takes at most 50 steps"),
     (dict(default_cfg=float("nan")), cutecpp.UnsupportedError, "default_cfg': must be in \\[0, 100\\]"),
+    (dict(guidance_max_sigma=float("nan")), cutecpp.UnsupportedError, "guidance_max_sigma': must be a finite number"),
+    (dict(guidance_max_sigma=float("inf")), cutecpp.UnsupportedError, "guidance_max_sigma': must be a finite number"),
+    (dict(guidance_max_sigma=-0.5), cutecpp.UnsupportedError, "guidance_max_sigma': must be a finite number >= 0"),
 ])
 def test_bad_sampling_section_refused(micro, tmp_path, changes, error, words):
     path = with_sampling(micro, "sd", **changes).write(tmp_path / "bad.gguf")
@@ -489,6 +492,10 @@ def test_sampling_section_is_all_or_nothing(micro, tmp_path):
     bundle.set("cutecpp.sampling.beta_start", GGUFValueType.FLOAT32, 0.00085)
     with pytest.raises(cutecpp.ModelError, match="'cutecpp.sampling.beta_start' must be of type float64"):
         cutecpp.Model.load(bundle.write(tmp_path / "type.gguf"))
+    bundle = with_sampling(micro, "sd")
+    bundle.set("cutecpp.sampling.guidance_max_sigma", GGUFValueType.FLOAT64, 0.85)
+    with pytest.raises(cutecpp.ModelError, match="'cutecpp.sampling.guidance_max_sigma' must be of type float32"):
+        cutecpp.Model.load(bundle.write(tmp_path / "type2.gguf"))
     lone = type(micro)(kv=dict(micro.kv), tensors=micro.tensors)
     lone.set("cutecpp.sampling.prediction", GGUFValueType.STRING, "epsilon")
     with pytest.raises(cutecpp.ModelError, match="missing key 'cutecpp.sampling.num_train_timesteps'"):
@@ -558,7 +565,10 @@ def test_convert_writes_sampling(tmp_path):
     sampling = dict(SAMPLING_CONFIGS["flow3"], beta_start=0.000123456789012345)
     convert(tmp_path / "m.gguf", "f32", "test-sampling", unet=tmp_path / "unet", sampling=sampling)
     written = cutecpp.Model.load(tmp_path / "m.gguf").sampling
-    assert written == sampling  # float64 values exact
+    assert written == sampling  # float64 values exact; no guidance_max_sigma where none was given
+    convert(tmp_path / "g.gguf", "f32", "test-sampling", unet=tmp_path / "unet",
+            sampling=dict(sampling, guidance_max_sigma=0.75))
+    assert cutecpp.Model.load(tmp_path / "g.gguf").sampling == dict(sampling, guidance_max_sigma=0.75)
     assert all(isinstance(written[k], float) for k in ("beta_start", "beta_end", "flow_shift", "default_cfg"))
     with pytest.raises(ConvertError, match="missing sampling setting"):
         convert(tmp_path / "n.gguf", "f32", "x", unet=tmp_path / "unet", sampling={"prediction": "flow"})

@@ -11,6 +11,8 @@ from the core's own pieces (cutecpp.sampling.rng_normal, schedule and sampler_st
 where the scale does not change it draws exactly what cutecpp_sample draws, bit for bit
 (tests/test_guidance_schedule.py). Samplers that add noise or keep a history (euler_a, lcm,
 dpmpp_2m_karras) are refused. What it measured on cute-mini 0.12: docs/cute-mini-history.md, section 22.
+The core has one such rule as a bundle setting (cutecpp.sampling.guidance_max_sigma: unguided above a
+sigma), equal to --above S --high-cfg 1 bit for bit (tests/test_guidance_schedule.py).
 """
 
 from __future__ import annotations

@@ -222,7 +222,9 @@ CUTECPP_API struct cutecpp_sample_params cutecpp_sample_default_params(void);
 // depends only on its inputs and parameters, not on threads. Per step, the (scaled)
 // latent goes through the UNet for uncond and cond (one batch of 2 when the token counts
 // match), the prediction is uncond + cfg_scale * (cond - uncond), then the sampler's
-// update. out_latents is written only on success; a cancelled context stays usable.
+// update; where the bundle sets cutecpp.sampling.guidance_max_sigma, the steps whose sigma
+// (cutecpp_sampler_schedule) is above it evaluate cond alone and use that prediction.
+// out_latents is written only on success; a cancelled context stays usable.
 CUTECPP_API cutecpp_status cutecpp_sample(struct cutecpp_context * ctx, const float * cond, int32_t n_cond_tokens,
                                           const float * uncond, int32_t n_uncond_tokens,
                                           struct cutecpp_sample_params params, float * out_latents);

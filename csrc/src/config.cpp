@@ -6,6 +6,7 @@
 #include "sampler.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace cutecpp {
 
@@ -331,6 +332,13 @@ SamplingConfig read_sampling(const GGUFFile & f) {
     c.default_steps = u32_in(f, p + "default_steps", 1, kMaxSteps);
     c.default_cfg = f.get_f32(p + "default_cfg");
     if (!(c.default_cfg >= 0.0f && c.default_cfg <= 100.0f)) bad_value(p + "default_cfg", "must be in [0, 100]");
+    if (f.has(p + "guidance_max_sigma")) {  // optional: absent, every step is guided
+        const float sigma = f.get_f32(p + "guidance_max_sigma");
+        if (!(std::isfinite(sigma) && sigma >= 0.0f)) {
+            bad_value(p + "guidance_max_sigma", "must be a finite number >= 0 (leave the key out to guide every step)");
+        }
+        c.guidance_max_sigma = sigma;
+    }
     try {  // the defaults must make a schedule (lcm: at most 50 steps, ...)
         make_schedule(c, static_cast<Sampler>(sampler), static_cast<int>(c.default_steps));
     } catch (const Error & e) {
@@ -546,7 +554,7 @@ std::string config_json(const BundleConfig & c) {
     };
     if (c.sampling) {
         const SamplingConfig & g = *c.sampling;
-        top.emplace_back("sampling", object({
+        std::vector<std::pair<std::string, std::string>> fields = {
             {"prediction", str(g.prediction)},
             {"num_train_timesteps", u(g.num_train_timesteps)},
             {"beta_schedule", str(g.beta_schedule)},
@@ -558,7 +566,11 @@ std::string config_json(const BundleConfig & c) {
             {"default_sampler", str(g.default_sampler)},
             {"default_steps", u(g.default_steps)},
             {"default_cfg", num_exact(g.default_cfg, /*single=*/true)},
-        }));
+        };
+        if (g.guidance_max_sigma) {  // optional: only where the bundle has it, as it is written
+            fields.emplace_back("guidance_max_sigma", num_exact(*g.guidance_max_sigma, /*single=*/true));
+        }
+        top.emplace_back("sampling", object(fields));
     }
     if (c.text_encoder) {
         top.emplace_back("text_encoder", object({

@@ -145,6 +145,9 @@ struct SamplingConfig {
     std::string default_sampler;   // a sampler name that fits `prediction`
     uint32_t default_steps = 0;    // 1..1000
     float default_cfg = 0.0f;      // classifier-free guidance scale, 0..100
+    // Steps whose sigma is above this run the prompt alone (unguided: one UNet evaluation of
+    // batch 1); absent: every step is guided. Finite, >= 0.
+    std::optional<float> guidance_max_sigma;
 };
 
 // The text encoder a model was trained with (cutecpp.text_encoder.*), optional as a whole:

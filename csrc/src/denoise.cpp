@@ -1,7 +1,8 @@
 // The denoising loop (see denoise.h), as a diffusers text-to-image pipeline
 // runs it: latents = noise * init_noise_sigma; per step the scaled input goes
 // through the UNet as the batch [uncond, cond], noise_pred = uncond + cfg *
-// (cond - uncond), then scheduler.step(). Compiled with -ffp-contract=off.
+// (cond - uncond), then scheduler.step(); steps whose sigma is above the bundle's
+// guidance_max_sigma (when it has one) evaluate cond alone. Compiled with -ffp-contract=off.
 #include "denoise.h"
 
 #include "context.h"
@@ -101,22 +102,24 @@ void denoise(cutecpp_context & ctx, const float * cond, int n_cond, const float 
     for (int i = 0; i < steps; ++i) {
         for (size_t k = 0; k < n; ++k) input[k] = s.scales_input() ? x[k] / s.input_divisors[i] : x[k];
         const float t[2] = {s.timesteps[i], s.timesteps[i]};
+        // The bundle's guidance_max_sigma leaves the noisiest steps unguided: the prompt alone.
+        const bool guide = guided && (!sc.guidance_max_sigma || s.sigmas[i] <= *sc.guidance_max_sigma);
         const float * eps_cond = pred.data();
         const float * eps_uncond = nullptr;
-        if (batched) {
+        if (guide && batched) {
             std::memcpy(input.data() + n, input.data(), n * sizeof(float));
             ctx.unet_eval(input.data(), 2, h, w, t, both_contexts.data(), n_cond, pred.data());
             eps_uncond = pred.data();
             eps_cond = pred.data() + n;
         } else {
             ctx.unet_eval(input.data(), 1, h, w, t, cond, n_cond, pred.data());
-            if (guided) {
+            if (guide) {
                 ctx.unet_eval(input.data(), 1, h, w, t, uncond, n_uncond, pred_uncond.data());
                 eps_uncond = pred_uncond.data();
             }
         }
         const float * model_output = eps_cond;
-        if (guided) {  // written into the first n of `input`, which the UNet no longer needs
+        if (guide) {  // written into the first n of `input`, which the UNet no longer needs
             for (size_t k = 0; k < n; ++k) input[k] = eps_uncond[k] + cfg * (eps_cond[k] - eps_uncond[k]);
             model_output = input.data();
         }
