@@ -223,7 +223,8 @@ def _output_paths(output: str | None, fmt: str | None, count: int, seed: int) ->
 @click.option("--steps", type=click.IntRange(1, 1000), help="Denoising steps (default: the model's).")
 @click.option("--sampler", type=click.Choice(list(SAMPLERS)),
               help="Sampler (default: the model's).")
-@click.option("--cfg", type=click.FloatRange(0, 30), help="Guidance scale (default: the model's; 1 turns it off).")
+@click.option("--cfg", type=click.FloatRange(0, 30),
+              help="Guidance scale (default: the model's; 1 turns it off; a model's unguided first steps stay so).")
 @click.option("--size", type=int, help="Picture width and height in pixels (default: 512).")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: all available).")
 @click.option("--model", type=click.Path(dir_okay=False), help="Model bundle (default: the shipped model).")

@@ -110,7 +110,8 @@ class Context:
         cond, uncond: UNet contexts [T, cross_attention_dim] (or [1, T, D]); uncond may be None
         when the guidance scale is 1. None for steps, sampler ("euler_a", "euler",
         "dpmpp_2m_karras", "lcm", "flow_euler"), cfg and latent_size (an int or (height, width),
-        latent pixels) means the bundle's default (Model.sampling; the UNet's sample_size).
+        latent pixels) means the bundle's default (Model.sampling; the UNet's sample_size). Where the
+        bundle has a guidance_max_sigma, the steps whose sigma is above it use cond alone, whatever cfg.
         progress(step, steps) runs after each step: returning False raises CancelledError, an
         exception it raises stops the run and propagates; the context stays usable either way.
         The same arguments give the same bits, for any thread count.

@@ -72,3 +72,14 @@ def test_refusal_is_one_line(runner):
     assert r.exit_code == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "拟人化" in lines[0]
+
+
+def test_sampled_as_its_recipe_says():
+    """The shipped bundle's sampling section is tools/cute_mini.py's SAMPLING, which exports write."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import cute_mini
+
+    assert Model.load(default_model_path()).sampling == cute_mini.SAMPLING

@@ -47,11 +47,12 @@ TINY_AUTOENCODER: dict[str, Any] = dict(
 ALIGNMENT: dict[str, Any] = dict(in_dim=TEXT_HIDDEN, dim=CONTEXT_DIM, ctx_dim=CONTEXT_DIM, layers=2, heads=4,
                                  ff_mult=4, norm_eps=1e-5)
 
-# Rectified flow (x_t = (1 - t) x0 + t noise, the UNet predicts noise - x0), flow-matching Euler.
+# Rectified flow (x_t = (1 - t) x0 + t noise, the UNet predicts noise - x0), flow-matching Euler; since
+# 0.13 the first 5 of the 15 steps (sigma 1.0 to 0.883) unguided (docs/cute-mini-history.md, section 23).
 SAMPLING: dict[str, Any] = dict(
     prediction="flow", num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
     timestep_spacing="linspace", steps_offset=0, flow_shift=3.0, default_sampler="flow_euler",
-    default_steps=15, default_cfg=4.0,
+    default_steps=15, default_cfg=4.0, guidance_max_sigma=0.85,
 )
 
 
