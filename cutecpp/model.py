@@ -51,6 +51,11 @@ class Context:
         self._handle = ffi.gc(out[0], lib.cutecpp_context_free)
 
     @property
+    def model(self) -> Model:
+        """The model this context evaluates."""
+        return self._model
+
+    @property
     def threads(self) -> int:
         return int(lib.cutecpp_context_n_threads(self._handle))
 

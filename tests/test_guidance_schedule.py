@@ -61,9 +61,9 @@ def test_refusals(models):
 @pytest.mark.parametrize("config,sampler", [("flow3", "flow_euler"), ("sd", "euler")])
 def test_bundle_guidance_max_sigma_is_the_tools_above(models, micro, tmp_path, config, sampler):
     """A bundle with cutecpp.sampling.guidance_max_sigma = S draws, in the core, what the tool draws with
-    --above S --high-cfg 1 from the same networks; at 0 (every step unguided) what cfg 1 draws, also where
-    cond and uncond differ in length (two UNet calls a step, not one batch); above every sigma, what a bundle
-    without the key draws."""
+    --above S --high-cfg 1 from the same networks (and with its defaults from that bundle); at 0 (every
+    step unguided) what cfg 1 draws, also where cond and uncond differ in length (two UNet calls a step,
+    not one batch); above every sigma, what a bundle without the key draws."""
     cond, uncond = contexts()
     kw = dict(seed=3, steps=6, sampler=sampler, latent_size=8)
     sigmas = cutecpp.sampling.schedule(models[config], sampler, 6)["sigmas"]
@@ -75,9 +75,12 @@ def test_bundle_guidance_max_sigma_is_the_tools_above(models, micro, tmp_path, c
         assert model.sampling["guidance_max_sigma"] == np.float32(value)
         return cutecpp.Context(model, threads=2)
 
-    early = sigma_bundle(float(sigmas[3])).sample(cond, uncond, cfg=5.0, **kw)
+    sigma_ctx = sigma_bundle(float(sigmas[3]))
+    early = sigma_ctx.sample(cond, uncond, cfg=5.0, **kw)
     tool = guidance_schedule.sample(plain_ctx, cond, uncond, cfg=5.0, above=float(sigmas[3]), high_cfg=1.0, **kw)
     assert np.array_equal(early, tool)
+    # The tool's default --above is the bundle's own setting, so its defaults draw what the core draws.
+    assert np.array_equal(guidance_schedule.sample(sigma_ctx, cond, uncond, cfg=5.0, **kw), early)
     guided = plain_ctx.sample(cond, uncond, cfg=5.0, **kw)
     assert not np.allclose(early, guided)
     plain = plain_ctx.sample(cond, None, cfg=1.0, **kw)

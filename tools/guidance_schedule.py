@@ -12,7 +12,9 @@ where the scale does not change it draws exactly what cutecpp_sample draws, bit 
 (tests/test_guidance_schedule.py). Samplers that add noise or keep a history (euler_a, lcm,
 dpmpp_2m_karras) are refused. What it measured on cute-mini 0.12: docs/cute-mini-history.md, section 22.
 The core has one such rule as a bundle setting (cutecpp.sampling.guidance_max_sigma: unguided above a
-sigma), equal to --above S --high-cfg 1 bit for bit (tests/test_guidance_schedule.py).
+sigma), equal to --above S --high-cfg 1 bit for bit (tests/test_guidance_schedule.py); without --above,
+a bundle's own guidance_max_sigma is the --above (cute-mini 0.13: 0.85), so the tool's defaults draw what
+the core draws.
 """
 
 from __future__ import annotations
@@ -34,17 +36,19 @@ PLAIN_SAMPLERS = ("flow_euler", "euler")  # one model output per step, no noise,
 def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | None, *, seed: int,
            steps: int | None = None, sampler: str | None = None, cfg: float | None = None,
            latent_size: int | tuple[int, int] | None = None, below: float = 0.0, low_cfg: float = 1.0,
-           above: float = float("inf"), high_cfg: float = 1.0) -> np.ndarray:
+           above: float | None = None, high_cfg: float = 1.0) -> np.ndarray:
     """Context.sample's latents [C, h, w] with `low_cfg` in place of cfg at the steps whose sigma < `below`
-    and `high_cfg` at those whose sigma > `above`."""
-    model = ctx._model
+    and `high_cfg` at those whose sigma > `above` (None: the bundle's guidance_max_sigma, if any)."""
+    model = ctx.model
     defaults = model.sampling
     sampler = sampler or defaults["default_sampler"]
     if sampler not in PLAIN_SAMPLERS:
         raise ValueError(f"sampler {sampler}: only {', '.join(PLAIN_SAMPLERS)} (no noise, no history)")
     steps = defaults["default_steps"] if steps is None else steps
     cfg = defaults["default_cfg"] if cfg is None else cfg
-    unet = ctx._component("unet")
+    if above is None:  # compared as the core compares it: with the float32 the bundle stores
+        above = np.float32(defaults.get("guidance_max_sigma", np.inf))
+    unet = model.info["config"]["components"]["unet"]
     size = latent_size or unet["sample_size"]
     h, w = size if isinstance(size, tuple) else (size, size)
     plan = sampling.schedule(model, sampler, steps)
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage=usage)
     parser.add_argument("--below", type=float, default=0.0, help="steps with sigma below this ...")
     parser.add_argument("--low-cfg", type=float, default=1.0, help="... are guided at this scale (1: unguided)")
-    parser.add_argument("--above", type=float, default=float("inf"), help="steps with sigma above this ...")
+    parser.add_argument("--above", type=float, help="steps with sigma above this (default: the bundle's "
+                        "guidance_max_sigma, else none) ...")
     parser.add_argument("--high-cfg", type=float, default=1.0, help="... are guided at this scale (1: unguided)")
     args, rest = parser.parse_known_args(argv)
 
