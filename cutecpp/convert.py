@@ -961,10 +961,9 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
     folder, `vae_encoder` from the vae folder: the encoder and quant_conv), for img2img; their
     latents are in the decoders' latent space (the same scaling, inverted).
     sampling: the cutecpp.sampling.* section (SAMPLING_SETTINGS and any of SAMPLING_OPTIONAL;
-    scheduler_config_to_sampling makes
-    one from a diffusers scheduler config). text_encoder: {"sha256", "layers"} of the encoder the
-    model was trained with (docs/text-encoder.md). The bundle is loaded back before it replaces
-    `out_path`.
+    scheduler_config_to_sampling makes one from a diffusers scheduler config). text_encoder:
+    {"sha256", "layers"} of the encoder the model was trained with (docs/text-encoder.md). The
+    bundle is loaded back before it replaces `out_path`.
     """
     if dtype not in DTYPES:
         raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
