@@ -164,6 +164,13 @@ class Bundle:
         return path
 
 
+def micro_contexts(tokens: tuple[int, int] = (5, 5), seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """A cond and an uncond UNet context for the micro UNet, of these token counts (standard normal)."""
+    rng = np.random.default_rng(seed)
+    dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
+    return tuple(rng.standard_normal((t, dim)).astype(np.float32) for t in tokens)
+
+
 def with_sampling(bundle: Bundle, sampling: str | dict[str, Any] = "sd", **changes: Any) -> Bundle:
     """A copy of `bundle` (tensors shared) with a cutecpp.sampling section: a name from
     SAMPLING_CONFIGS or a dict, with `changes` applied."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundles import UNET_CONFIGS, with_sampling
+from bundles import micro_contexts, with_sampling
 
 import cutecpp
 
@@ -22,18 +22,12 @@ def models(micro, tmp_path_factory) -> dict[str, cutecpp.Model]:
             for name in ("flow3", "sd")}
 
 
-def contexts(seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
-    return tuple(rng.standard_normal((5, dim)).astype(np.float32) for _ in range(2))
-
-
 @pytest.mark.parametrize("config,sampler", [("flow3", "flow_euler"), ("sd", "euler")])
 def test_same_bits_as_the_core(models, config, sampler):
     """Guided everywhere (below 0) as cutecpp_sample at that cfg; unguided everywhere (below or above every
     sigma, at scale 1) as cutecpp_sample at cfg 1; a change of scale part way, late or early, gives neither."""
     ctx = cutecpp.Context(models[config], threads=2)
-    cond, uncond = contexts()
+    cond, uncond = micro_contexts()
     kw = dict(seed=3, steps=6, sampler=sampler, latent_size=8)
     guided = ctx.sample(cond, uncond, cfg=5.0, **kw)
     plain = ctx.sample(cond, None, cfg=1.0, **kw)
@@ -49,7 +43,7 @@ def test_same_bits_as_the_core(models, config, sampler):
 
 def test_refusals(models):
     ctx = cutecpp.Context(models["sd"], threads=1)
-    cond, uncond = contexts()
+    cond, uncond = micro_contexts()
     with pytest.raises(ValueError, match="sampler euler_a: only flow_euler, euler"):
         guidance_schedule.sample(ctx, cond, uncond, seed=1, steps=4, sampler="euler_a", latent_size=8)
     with pytest.raises(ValueError, match="needs the unconditional context"):
@@ -64,7 +58,7 @@ def test_bundle_guidance_max_sigma_is_the_tools_above(models, micro, tmp_path, c
     --above S --high-cfg 1 from the same networks (and with its defaults from that bundle); at 0 (every
     step unguided) what cfg 1 draws, also where cond and uncond differ in length (two UNet calls a step,
     not one batch); above every sigma, what a bundle without the key draws."""
-    cond, uncond = contexts()
+    cond, uncond = micro_contexts()
     kw = dict(seed=3, steps=6, sampler=sampler, latent_size=8)
     sigmas = cutecpp.sampling.schedule(models[config], sampler, 6)["sigmas"]
     plain_ctx = cutecpp.Context(models[config], threads=2)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundles import SAMPLING_CONFIGS, UNET_CONFIGS, make_unet, with_sampling
+from bundles import SAMPLING_CONFIGS, UNET_CONFIGS, make_unet, micro_contexts, with_sampling
 from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
@@ -241,12 +241,6 @@ def test_each_step_matches_diffusers(models, diffusers_noise, config, sampler, s
 # --- the whole loop ------------------------------------------------------------------------------------
 
 
-def contexts(tokens: tuple[int, int], seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    dim = UNET_CONFIGS["micro"]["cross_attention_dim"]
-    return tuple(rng.standard_normal((t, dim)).astype(np.float32) for t in tokens)
-
-
 def diffusers_loop(config: str, sampler: str, steps: int, cfg: float, cond: np.ndarray, uncond: np.ndarray,
                    seed: int, side: int, current: dict) -> np.ndarray:
     """StableDiffusionPipeline's denoising loop with the micro UNet and cutecpp's noise."""
@@ -282,7 +276,7 @@ LOOPS = [("sd", s, 20, 7.5) for s in DISCRETE] + [("sd", "lcm", 4, 1.0), ("sd", 
 @pytest.mark.parametrize("config, sampler, steps, cfg", LOOPS)
 def test_sample_matches_diffusers_loop(models, diffusers_noise, config, sampler, steps, cfg):
     seed = 11  # diffusers_noise's
-    cond, uncond = contexts((5, 5))
+    cond, uncond = micro_contexts((5, 5))
     ctx = cutecpp.Context(models[config], threads=2)
     got = ctx.sample(cond, uncond, seed=seed, steps=steps, sampler=sampler, cfg=cfg, latent_size=8)
     ref = diffusers_loop(config, sampler, steps, cfg, cond, uncond, seed, 8, diffusers_noise)
@@ -294,7 +288,7 @@ def test_sample_matches_diffusers_loop(models, diffusers_noise, config, sampler,
 
 def test_sample_with_different_token_counts(models, diffusers_noise):
     """uncond and cond of different lengths take two UNet calls per step (two planned shapes)."""
-    cond, uncond = contexts((7, 1))
+    cond, uncond = micro_contexts((7, 1))
     ctx = cutecpp.Context(models["sd"], threads=2)
     got = ctx.sample(cond, uncond, seed=11, steps=8, sampler="dpmpp_2m_karras", cfg=4.0, latent_size=(8, 12))
     unet_ref = diffusers_loop("sd", "dpmpp_2m_karras", 8, 4.0, cond, uncond, 11, 8, diffusers_noise)
@@ -309,7 +303,7 @@ def test_sample_with_different_token_counts(models, diffusers_noise):
 def test_defaults_come_from_the_bundle(models):
     model = models["sd"]
     assert model.sampling == SAMPLING_CONFIGS["sd"]
-    cond, uncond = contexts((3, 3))
+    cond, uncond = micro_contexts((3, 3))
     ctx = cutecpp.Context(model, threads=1)
     explicit = ctx.sample(cond, uncond, seed=3, steps=20, sampler="euler_a", cfg=7.5,
                           latent_size=UNET_CONFIGS["micro"]["sample_size"])
@@ -321,7 +315,7 @@ def test_defaults_come_from_the_bundle(models):
 
 
 def test_determinism_seeds_and_threads(models):
-    cond, uncond = contexts((4, 4))
+    cond, uncond = micro_contexts((4, 4))
     model = models["sd"]
     runs = {threads: cutecpp.Context(model, threads=threads) for threads in (1, 2)}
     for sampler in DISCRETE:
@@ -342,7 +336,7 @@ def test_determinism_seeds_and_threads(models):
 
 def test_progress_reports_every_step(models):
     calls = []
-    cond, uncond = contexts((3, 3))
+    cond, uncond = micro_contexts((3, 3))
     ctx = cutecpp.Context(models["sd"], threads=2)
     out = ctx.sample(cond, uncond, seed=1, steps=5, progress=lambda step, steps: calls.append((step, steps)))
     assert calls == [(i, 5) for i in range(1, 6)]  # returning None does not cancel
@@ -356,7 +350,7 @@ def test_cancel_then_context_still_usable(models):
         calls.append(step)
         return step < 3
 
-    cond, uncond = contexts((3, 3))
+    cond, uncond = micro_contexts((3, 3))
     ctx = cutecpp.Context(models["sd"], threads=2)
     with pytest.raises(cutecpp.CancelledError, match="after step 3 of 10"):
         ctx.sample(cond, uncond, seed=1, steps=10, progress=stop_at_3)
@@ -374,7 +368,7 @@ def test_exception_in_progress_propagates(models):
             raise Boom("from the callback")
         return True
 
-    cond, uncond = contexts((3, 3))
+    cond, uncond = micro_contexts((3, 3))
     ctx = cutecpp.Context(models["sd"], threads=1)
     with pytest.raises(Boom, match="from the callback"):
         ctx.sample(cond, uncond, seed=1, steps=4, progress=explode)
@@ -413,7 +407,7 @@ def test_exception_in_progress_propagates(models):
     (dict(cond=np.zeros((3, 8), np.int32)), ValueError, "floating-point"),
 ])
 def test_bad_arguments_refused(models, kwargs, error, words):
-    cond, uncond = contexts((3, 3))
+    cond, uncond = micro_contexts((3, 3))
     args = dict(cond=cond, uncond=uncond, seed=1, steps=2, cfg=2.0)
     args.update(kwargs)
     ctx = cutecpp.Context(models["sd"], threads=1)
@@ -423,7 +417,7 @@ def test_bad_arguments_refused(models, kwargs, error, words):
 
 
 def test_flow_model_refuses_other_samplers(models):
-    cond, _ = contexts((3, 3))
+    cond, _ = micro_contexts((3, 3))
     with pytest.raises(cutecpp.InvalidArgumentError, match="euler needs an epsilon or v_prediction model"):
         cutecpp.Context(models["flow3"], threads=1).sample(cond, seed=1, sampler="euler", cfg=1.0)
 
@@ -431,7 +425,7 @@ def test_flow_model_refuses_other_samplers(models):
 def test_bundle_without_sampling_section(micro_path):
     model = cutecpp.Model.load(micro_path)
     assert model.sampling is None and "sampling" not in model.info["config"]
-    cond, _ = contexts((3, 3))
+    cond, _ = micro_contexts((3, 3))
     with pytest.raises(cutecpp.InvalidArgumentError, match=r"no sampling section \(cutecpp.sampling.\*\)"):
         cutecpp.Context(model, threads=1).sample(cond, seed=1, cfg=1.0)
     with pytest.raises(cutecpp.InvalidArgumentError, match="no sampling section"):
