@@ -209,7 +209,7 @@ def test_train_saves_resumes_and_validates(tiny_judge, capsys):
 
     assert set(res["heads"]) == set(FIELDS) and res["counts"]["pictures"] == 6
     assert all(0.0 <= v <= 1.0 for v in res["heads"].values() if v == v)  # nan: no one-animal picture
-    assert res["judge"]["step"] == 3 and isinstance(res["fit"], bool)
+    assert res["judge"]["step"] == 3 and res["fit"] is False  # 6 renders give no verdict, whatever the heads
     names = {p["probe"] for p in res["probes"]}
     assert {"flower item on garden", "bear for a teddy", "gold read as yellow", "space place for stars"} <= names
     assert json.loads((tiny_judge / "validation.json").read_text())["judge"]["step"] == 3
@@ -394,3 +394,14 @@ def test_renders_through_an_autoencoder(tmp_path):
         eval_quality.main(["score", "--through-autoencoder", str(tmp_path / "ae")])  # needs --renders
     with pytest.raises(SystemExit):
         eval_quality.main(["score", "--renders", "--fit-latents", "5"])  # needs --through-autoencoder
+
+
+def test_validation_verdict_needs_enough_renders():
+    """A judge passes only with every judging head at the bar on at least MIN_PICTURES renders: a quick
+    `validate --n 64` must not mark it fit (it writes the validation.json that `score` reads)."""
+    from judge.validate import BAR, JUDGING_HEADS, MIN_PICTURES, fit
+
+    heads = dict.fromkeys(JUDGING_HEADS, BAR)
+    assert fit({"counts": {"pictures": MIN_PICTURES}, "heads": heads})
+    assert not fit({"counts": {"pictures": 64}, "heads": heads})
+    assert not fit({"counts": {"pictures": MIN_PICTURES}, "heads": dict(heads, item_recall=BAR - 0.001)})

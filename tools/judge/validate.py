@@ -36,6 +36,7 @@ LABELS = {
     "light": "light (3 + none)",
 }
 BAR = 0.95  # a head below this on held-out renders is not fit to judge (docs/eval.md)
+MIN_PICTURES = 2000  # fewer held-out renders give no verdict: a quick check must not pass a judge
 JUDGING_HEADS = ("animal_top1", "animal_set", "item_recall", "item_precision", "place", "count")
 
 
@@ -111,8 +112,13 @@ def evaluate(judge: LoadedJudge, n: int = 2000, start: int = 0, workers: int = 1
                render_size=render_size or judge.size)
     if probes:
         res["probes"] = run_probes(judge, probes, seed)
-    res["fit"] = all(res["heads"][k] >= BAR for k in JUDGING_HEADS)
+    res["fit"] = fit(res)
     return res
+
+
+def fit(res: dict) -> bool:
+    """The verdict: every judging head at the bar, on enough held-out renders for it to mean something."""
+    return res["counts"]["pictures"] >= MIN_PICTURES and all(res["heads"][k] >= BAR for k in JUDGING_HEADS)
 
 
 # --- probes --------------------------------------------------------------------------------------
@@ -200,8 +206,8 @@ def table(res: dict) -> str:
         lines += ["", f"{'known confusion (probe)':44s} {'rate':>9s}  {'over':>6s}"]
         for p in res["probes"]:
             lines.append(f"{p['question']:44s} {p['confused'] * 100:8.1f}%  {p['n']:6d}")
-    lines += ["", ("fit to judge: yes" if res["fit"] else "NOT fit to judge")
-              + f" (every one of {', '.join(JUDGING_HEADS)} >= {BAR:.0%} is the bar)"]
+    bar = f"every one of {', '.join(JUDGING_HEADS)} >= {BAR:.0%} on at least {MIN_PICTURES:,} renders is the bar"
+    lines += ["", ("fit to judge: yes" if res["fit"] else "NOT fit to judge") + f" ({bar})"]
     return "\n".join(lines)
 
 
