@@ -494,6 +494,7 @@ SAMPLING_SETTINGS = ("prediction", "num_train_timesteps", "beta_schedule", "beta
                      "timestep_spacing", "steps_offset", "flow_shift", "default_sampler", "default_steps",
                      "default_cfg")
 SAMPLING_OPTIONAL = ("guidance_max_sigma",)  # steps with a higher sigma are unguided (absent: none)
+SAMPLING_PREFIX = "cutecpp.sampling."
 SAMPLING_TYPES = {"prediction": STR, "num_train_timesteps": U32, "beta_schedule": STR, "beta_start": F64,
                   "beta_end": F64, "timestep_spacing": STR, "steps_offset": U32, "flow_shift": F64,
                   "default_sampler": STR, "default_steps": U32, "default_cfg": F32, "guidance_max_sigma": F32}
@@ -630,7 +631,7 @@ def sampling_keys(sampling: dict[str, Any]) -> KeyValues:
             value = _u32(key, value)
         else:
             value = _number(key, value)
-        keys["cutecpp.sampling." + key] = (vtype, value, None)
+        keys[SAMPLING_PREFIX + key] = (vtype, value, None)
     return keys
 
 
@@ -1012,14 +1013,13 @@ def copy_with_sampling(src: str | os.PathLike[str], out_path: str | os.PathLike[
     src = Path(src)
     Model.load(src)  # a bundle cutecpp reads (its loader's message otherwise), not just any GGUF
     reader = GGUFReader(src)
-    prefix = "cutecpp.sampling."
     keys: KeyValues = {}
     sampling: dict[str, Any] = {}
     for key, f in reader.fields.items():
         if key.startswith("GGUF.") or key == Keys.General.ARCHITECTURE:  # the writer's own
             continue
-        if key.startswith(prefix):
-            sampling[key.removeprefix(prefix)] = f.contents()
+        if key.startswith(SAMPLING_PREFIX):
+            sampling[key.removeprefix(SAMPLING_PREFIX)] = f.contents()
         else:
             keys[key] = (f.types[0], f.contents(), f.types[-1] if f.types[0] == ARR else None)
     if not sampling:
