@@ -284,3 +284,47 @@ def test_a_new_run_from_the_shipped_bundle_starts_from_its_weights():
     unet, align = train_unet.make_models(config)
     unet.load_state_dict(states["unet"])  # strict: the config describes the bundle's UNet
     align.load_state_dict(states["align"])
+
+
+def test_sample_weights_draw_the_weighted_animals_more_often(tmp_path, monkeypatch):
+    """--sample-weights: a picture weighs the largest weight of the animals its text names, the batches
+    follow those probabilities, the checkpoint records the weights and a resumed run keeps them."""
+    argv = _tiny_cache(tmp_path, monkeypatch)  # pictures: a bear, a cat
+    data = train_unet.Data()
+    assert data.picture_weights({"cat": 3.0}) == pytest.approx([0.25, 0.75])
+    assert data.picture_weights({"bear": 2.0, "cat": 0.5}) == pytest.approx([0.8, 0.2])
+    with pytest.raises(SystemExit, match="not animals of the vocabulary: hat"):
+        data.picture_weights({"hat": 2.0})
+    x0, *_ = data.batch(np.random.default_rng(0), 64, np.array([0.0, 1.0]))
+    assert all(np.array_equal(x, data.latents[1].astype(np.float32)) for x in x0)  # only the cat drawn
+    drawn = [np.array_equal(x, data.latents[1].astype(np.float32))
+             for x in data.batch(np.random.default_rng(1), 4000, data.picture_weights({"cat": 3.0}))[0]]
+    assert np.mean(drawn) == pytest.approx(0.75, abs=0.03)
+
+    weights = tmp_path / "w.json"
+    weights.write_text('{"cat": 3}')
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "1", "--sample-weights", str(weights)])
+    assert train_unet.main() == 0
+    assert torch.load(train_unet.run_checkpoint(), weights_only=True)["sample_weights"] == {"cat": 3.0}
+    seen = []
+    batch = train_unet.Data.batch
+    monkeypatch.setattr(train_unet.Data, "batch", lambda self, rng, n, p=None: seen.append(p) or batch(self, rng, n, p))
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "2"])  # resumed without the flag: the run's own
+    assert train_unet.main() == 0
+    assert seen[0] == pytest.approx([0.25, 0.75])
+    assert torch.load(train_unet.run_checkpoint(), weights_only=True)["sample_weights"] == {"cat": 3.0}
+
+    for text, why in (("{", "w.json: Expecting"), ('{"cat": 0}', "weight > 0"), ('["cat"]', "weight > 0"),
+                      ('{"cat": true}', "weight > 0")):
+        weights.write_text(text)
+        monkeypatch.setattr(sys, "argv", [*argv, "--steps", "3", "--sample-weights", str(weights)])
+        with pytest.raises(SystemExit, match=why):
+            train_unet.main()
+
+
+def test_sample_weights_need_an_animal_in_every_picture(tmp_path, monkeypatch):
+    _tiny_cache(tmp_path, monkeypatch)
+    data = train_unet.Data()
+    data.texts = np.array(["小熊 冰山上", "冰山上"])
+    with pytest.raises(SystemExit, match="picture 1's text '冰山上' names no animal"):
+        data.picture_weights({"bear": 2.0})

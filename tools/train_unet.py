@@ -41,6 +41,8 @@ the training at low noise, where the last sampler steps draw the detail). The ch
 run's item weight and train shift (and its last lr, for the record): a resumed run keeps the two
 unless given again (older checkpoints lack them: their runs resume at the defaults, weight 1 and the
 bundle's shift, and say so).
+`--sample-weights FILE` draws pictures of some animals more often (a JSON object of animal id ->
+weight; tools/animal_weights.py writes one from scored pictures); the checkpoint records it too.
 10 % of captions are dropped to "no prompt": one all-zero encoder state, which is what the
 pipeline's classifier-free guidance uses. Batches pad prompts to one length with attention masks;
 the pipeline runs each prompt unpadded, which is the same computation.
@@ -243,6 +245,23 @@ class Data:
                                                                                       np.uint8) for p in parts])
         self.states: dict[str, np.ndarray] = {}
 
+    def picture_weights(self, animal_weights: dict[str, float]) -> np.ndarray:
+        """Each picture's sampling probability for `train --sample-weights`: the largest weight of the
+        animals its encoder text names (animals not listed weigh 1), normalised to sum 1."""
+        from cutecpp.vocab import load_vocabulary
+
+        animals = {e.zh_word: e.id for e in load_vocabulary().entries("animal")}
+        unknown = sorted(set(animal_weights) - set(animals.values()))
+        if unknown:
+            raise SystemExit(f"--sample-weights: not animals of the vocabulary: {', '.join(unknown)}")
+        w = np.ones(len(self.texts))
+        for k, text in enumerate(self.texts):
+            named = [animals[word] for word in str(text).split() if word in animals]
+            if not named:
+                raise SystemExit(f"picture {k}'s text {str(text)!r} names no animal of the vocabulary")
+            w[k] = max(animal_weights.get(a, 1.0) for a in named)
+        return w / w.sum()
+
     def normalise(self, latents: np.ndarray) -> np.ndarray:
         """Prepared latents [n, C, h, w] normalised per channel by the run's fixed stats, as float16."""
         mean = np.asarray(self.stats["mean"], np.float32)[None, :, None, None]
@@ -254,8 +273,9 @@ class Data:
             self.states[text] = np.load(_state_path(text))
         return self.states[text]
 
-    def batch(self, rng: np.random.Generator, n: int):
-        idx = rng.integers(0, len(self.latents), n)
+    def batch(self, rng: np.random.Generator, n: int, p: np.ndarray | None = None):
+        """n pictures drawn with replacement: uniformly, or with probabilities p (picture_weights)."""
+        idx = rng.integers(0, len(self.latents), n) if p is None else rng.choice(len(self.latents), n, p=p)
         states = [self.state(str(self.texts[i])) if rng.random() >= DROP_CAPTION
                   else np.zeros((1, cute_mini.TEXT_HIDDEN), np.float16) for i in idx]
         t = max(len(s) for s in states)
@@ -425,6 +445,8 @@ def train(args) -> None:
         config = deep
     settings = run_settings(args, st)
     shift, item_weight = settings["train_shift"], settings["item_weight"]
+    animal_weights = run_sample_weights(args, st)
+    p = data.picture_weights(animal_weights) if animal_weights else None
     unet, align = make_models(config)
     ema_unet, ema_align = copy.deepcopy(unet).eval(), copy.deepcopy(align).eval()
     weights = {"unet": unet, "align": align, "ema_unet": ema_unet, "ema_align": ema_align}
@@ -447,7 +469,7 @@ def train(args) -> None:
     with open(out / "log.csv", "a", newline="") as log:
         writer = csv.writer(log)
         while step < args.steps:
-            x0, states, mask, items = data.batch(rng, args.batch)
+            x0, states, mask, items = data.batch(rng, args.batch, p)
             x0 = torch.from_numpy(x0).to(device)
             states, mask = torch.from_numpy(states).to(device), torch.from_numpy(mask).to(device)
             noise = torch.randn(x0.shape, generator=rng_t).to(device)
@@ -469,7 +491,8 @@ def train(args) -> None:
                 tmp = ckpt.with_suffix(".tmp")
                 torch.save({**{key: module.state_dict() for key, module in weights.items()},
                             "opt": opt.state_dict(), "step": step, "latent_stats": data.stats,
-                            "unet_config": dict(config), "settings": dict(settings, lr=args.lr)}, tmp)
+                            "unet_config": dict(config), "settings": dict(settings, lr=args.lr),
+                            "sample_weights": animal_weights}, tmp)
                 os.replace(tmp, ckpt)
                 last_save = time.time()
 
@@ -526,6 +549,27 @@ def per_level(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers separated by commas, like 1,2,2") from None
 
 
+def run_sample_weights(args, st: dict | None) -> dict[str, float]:
+    """The run's animal sampling weights ({animal id: weight}, empty: every picture alike): the
+    --sample-weights file, else what the resumed checkpoint recorded. `tools/animal_weights.py` writes
+    such a file from scored pictures."""
+    if args.sample_weights is None:
+        stored = dict((st or {}).get("sample_weights") or {})
+        if stored:
+            print(f"--sample-weights: the checkpoint's run's, {len(stored)} animals weighted", file=sys.stderr)
+        return stored
+    try:
+        weights = json.loads(args.sample_weights.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--sample-weights {args.sample_weights}: {e}") from None
+    if not isinstance(weights, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf") for v in weights.values()):
+        raise SystemExit(f"--sample-weights {args.sample_weights}: want a JSON object of animal id -> weight > 0")
+    print(f"--sample-weights: {len(weights)} animals weighted, up to {max(weights.values(), default=1):g}",
+          file=sys.stderr)
+    return {str(k): float(v) for k, v in weights.items()}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -549,6 +593,10 @@ def main() -> int:
             s.add_argument("--train-shift", type=float, default=None,
                            help="shift of the logit-normal noise levels (default: the resumed run's, else the "
                            "bundle's flow_shift)")
+            s.add_argument("--sample-weights", type=Path, default=None, metavar="JSON",
+                           help="draw pictures of these animals more often: a JSON object of animal id -> weight "
+                           "(a picture weighs its animals' largest; others 1; tools/animal_weights.py writes one; "
+                           "default: the resumed run's, else uniform)")
             s.add_argument("--log-every", type=int, default=50)
             s.add_argument("--save-every", type=int, default=1000)
             s.add_argument("--init", type=Path, help="start a new run from a checkpoint's or bundle's (.gguf) weights")
