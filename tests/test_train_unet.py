@@ -320,6 +320,11 @@ def test_sample_weights_draw_the_weighted_animals_more_often(tmp_path, monkeypat
         monkeypatch.setattr(sys, "argv", [*argv, "--steps", "3", "--sample-weights", str(weights)])
         with pytest.raises(SystemExit, match=why):
             train_unet.main()
+    weights.write_text("{}")  # uniform again
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "3", "--sample-weights", str(weights)])
+    assert train_unet.main() == 0
+    assert seen[-1] is None
+    assert torch.load(train_unet.run_checkpoint(), weights_only=True)["sample_weights"] == {}
 
 
 def test_sample_weights_need_an_animal_in_every_picture(tmp_path, monkeypatch):

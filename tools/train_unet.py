@@ -596,7 +596,7 @@ def main() -> int:
             s.add_argument("--sample-weights", type=Path, default=None, metavar="JSON",
                            help="draw pictures of these animals more often: a JSON object of animal id -> weight "
                            "(a picture weighs its animals' largest; others 1; tools/animal_weights.py writes one; "
-                           "default: the resumed run's, else uniform)")
+                           "default: the resumed run's, else uniform; a file holding {} draws uniformly again)")
             s.add_argument("--log-every", type=int, default=50)
             s.add_argument("--save-every", type=int, default=1000)
             s.add_argument("--init", type=Path, help="start a new run from a checkpoint's or bundle's (.gguf) weights")
