@@ -19,6 +19,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from judge.compare import load_rows
+
 
 def weights(rows: list[dict], cap: float, prior: float) -> tuple[dict[str, float], dict[str, tuple[int, int]]]:
     """({animal: weight} for those above 1, {animal: (asked, missed)}) from scored prompts."""
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path in args.runs:
         try:
-            rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows += load_rows([path])
         except (OSError, ValueError) as e:
             p.error(f"{path}: {e}")
     try:

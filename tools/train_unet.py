@@ -250,13 +250,13 @@ class Data:
         animals its encoder text names (animals not listed weigh 1), normalised to sum 1."""
         from cutecpp.vocab import load_vocabulary
 
-        animals = {e.zh_word: e.id for e in load_vocabulary().entries("animal")}
-        unknown = sorted(set(animal_weights) - set(animals.values()))
+        vocab = load_vocabulary()
+        unknown = sorted(set(animal_weights) - {e.id for e in vocab.entries("animal")})
         if unknown:
             raise SystemExit(f"--sample-weights: not animals of the vocabulary: {', '.join(unknown)}")
         w = np.ones(len(self.texts))
         for k, text in enumerate(self.texts):
-            named = [animals[word] for word in str(text).split() if word in animals]
+            named = [e.id for e in map(vocab.lookup, str(text).split()) if e is not None and e.category == "animal"]
             if not named:
                 raise SystemExit(f"picture {k}'s text {str(text)!r} names no animal of the vocabulary")
             w[k] = max(animal_weights.get(a, 1.0) for a in named)
