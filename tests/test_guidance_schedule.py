@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +84,63 @@ def test_bundle_guidance_max_sigma_is_the_tools_above(models, micro, tmp_path, c
     assert np.array_equal(unguided.sample(cond, uncond[:3], cfg=5.0, **kw), plain)
     assert np.array_equal(sigma_bundle(1e6).sample(cond, uncond, cfg=5.0, **kw), guided)
     assert "guidance_max_sigma" not in models[config].sampling
+
+
+def test_contrast_term(models):
+    """One flow step from sigma 1 to 0 moves x by -v, so the contrast term shows in the result as exactly
+    -scale x (prediction for cond - the other context's for its cond) at the start; below every sigma it
+    is never applied (the core's bits); against the same context and cond it adds nothing."""
+    model = models["flow3"]
+    ctx, other_ctx = cutecpp.Context(model, threads=2), cutecpp.Context(models["sd"], threads=2)
+    cond, uncond = micro_contexts()
+    other, _ = micro_contexts(seed=9)
+    kw = dict(seed=3, steps=1, sampler="flow_euler", latent_size=8, cfg=5.0)
+    base = guidance_schedule.sample(ctx, cond, uncond, **kw)
+    assert np.array_equal(base, ctx.sample(cond, uncond, **kw))
+    term = guidance_schedule.sample(ctx, cond, uncond, contrast=(other_ctx, other), contrast_scale=2.0, **kw)
+    plan = cutecpp.sampling.schedule(model, "flow_euler", 1)
+    x = cutecpp.sampling.rng_normal(3, 4 * 8 * 8).reshape(4, 8, 8) * np.float32(plan["init_noise_sigma"])
+    t = np.array([plan["timesteps"][0]], np.float32)
+    v, w = ctx.unet(x[None], t, cond[None])[0], ctx.unet(x[None], t, other[None])[0]
+    step = float(plan["sigmas"][1] - plan["sigmas"][0])
+    assert step == -1.0 and np.abs(v - w).max() > 0.1
+    np.testing.assert_allclose(term, base + step * 2.0 * (v - w), atol=1e-4)
+    never = guidance_schedule.sample(ctx, cond, uncond, contrast=(other_ctx, other), contrast_max_sigma=-1.0, **kw)
+    assert np.array_equal(never, base)
+    kw["steps"] = 6
+    same = guidance_schedule.sample(ctx, cond, uncond, contrast=(ctx, cond), contrast_scale=3.0, **kw)
+    np.testing.assert_allclose(same, ctx.sample(cond, uncond, **kw), atol=1e-4)
+
+
+def test_item_free_words():
+    vocab = cutecpp.vocab.load_vocabulary()
+    cases = {"小熊 穿蓝裤子 冰山上 笑": ["小熊", "冰山上", "笑"],
+             "两只小猫 戴红帽子 拿气球 在花园里 笑": ["两只", "小猫", "花园里", "笑"],
+             "a little bear with a cake": ["小熊"],
+             "小狗 草地上": ["小狗", "草地上"]}
+    for text, words in cases.items():
+        assert guidance_schedule.item_free_words(cutecpp.prompt.parse_prompt(text, vocab=vocab), vocab) == words
+
+
+def test_contrast_for_encodes_the_right_words():
+    """Item guidance: the pipeline's own context aligns the words less the items, and a prompt without items
+    gets no term; autoguidance: the weak context aligns all the prompt's words."""
+    class Recorder:
+        def __init__(self):
+            self.seen = []
+
+        def encode(self, words):
+            self.seen.append(list(words))
+            return len(self.seen)
+
+        def align(self, states):
+            return ("aligned", states)
+
+    pipe = types.SimpleNamespace(rules=None, vocab=cutecpp.vocab.load_vocabulary(), encoder=Recorder(),
+                                 context=Recorder())
+    weak = Recorder()
+    assert guidance_schedule.contrast_for(pipe, "小熊 冰山上", without_items=True) is None
+    text = "小熊 穿蓝裤子 冰山上"
+    assert guidance_schedule.contrast_for(pipe, text, without_items=True) == (pipe.context, ("aligned", 1))
+    assert guidance_schedule.contrast_for(pipe, text, weak=weak) == (weak, ("aligned", 2))
+    assert pipe.encoder.seen == [["小熊", "冰山上"], ["小熊", "穿", "蓝", "裤子", "冰山上"]]

@@ -15,6 +15,16 @@ The core has one such rule as a bundle setting (cutecpp.sampling.guidance_max_si
 sigma), equal to --above S --high-cfg 1 bit for bit (tests/test_guidance_schedule.py); without --above,
 a bundle's own guidance_max_sigma is the --above (cute-mini 0.13: 0.85), so the tool's defaults draw what
 the core draws.
+
+A contrast term can be added at the steps whose sigma is at most --contrast-max-sigma: the output gains
+--contrast-scale x (the model's prediction for the prompt - another prediction), where the other one is
+    --weak-model B      bundle B's, with its own alignment of the same words: autoguidance (Karras et al.
+                        2024, guiding with a weaker model of the same task); B needs the same latents and
+                        text encoder (an older cute-mini);
+    --without-items     the same model's for the prompt's words less each accessory's verb, colour and
+                        item (`小熊 穿 蓝 裤子 冰山上 笑` -> `小熊 冰山上 笑`): item guidance; a prompt
+                        without accessories gets no term.
+One more UNet evaluation of batch 1 at each such step. What they measured on cute-mini 0.13: section 25.
 """
 
 from __future__ import annotations
@@ -26,8 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+import cutecpp
 import cutecpp.model
 from cutecpp import sampling
+from cutecpp.prompt import Prompt, parse_prompt
+from cutecpp.vocab import Vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_SAMPLERS = ("flow_euler", "euler")  # one model output per step, no noise, no state
@@ -36,9 +49,13 @@ PLAIN_SAMPLERS = ("flow_euler", "euler")  # one model output per step, no noise,
 def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | None, *, seed: int,
            steps: int | None = None, sampler: str | None = None, cfg: float | None = None,
            latent_size: int | tuple[int, int] | None = None, below: float = 0.0, low_cfg: float = 1.0,
-           above: float | None = None, high_cfg: float = 1.0) -> np.ndarray:
+           above: float | None = None, high_cfg: float = 1.0,
+           contrast: tuple[cutecpp.model.Context, np.ndarray] | None = None, contrast_scale: float = 1.0,
+           contrast_max_sigma: float = np.inf) -> np.ndarray:
     """Context.sample's latents [C, h, w] with `low_cfg` in place of cfg at the steps whose sigma < `below`
-    and `high_cfg` at those whose sigma > `above` (None: the bundle's guidance_max_sigma, if any)."""
+    and `high_cfg` at those whose sigma > `above` (None: the bundle's guidance_max_sigma, if any).
+    `contrast` = (context, its cond): at the steps whose sigma <= `contrast_max_sigma` the output gains
+    `contrast_scale` x (ctx's prediction for `cond` - that context's prediction for its cond)."""
     model = ctx.model
     defaults = model.sampling
     sampler = sampler or defaults["default_sampler"]
@@ -67,28 +84,85 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
             if both is None:
                 raise ValueError(f"guidance scale {scale} at step {i} needs the unconditional context")
             pred = ctx.unet(np.stack([latent, latent]), np.array([t, t]), both)
+            conditional = pred[1]
             out = pred[0] + np.float32(scale) * (pred[1] - pred[0])
         else:
-            out = ctx.unet(latent[None], np.array([t]), cond[None])[0]
+            out = conditional = ctx.unet(latent[None], np.array([t]), cond[None])[0]
+        if contrast is not None and contrast_scale != 0.0 and sigma <= contrast_max_sigma:
+            other_ctx, other_cond = contrast
+            other = other_ctx.unet(latent[None], np.array([t]), other_cond[None])[0]
+            out = out + np.float32(contrast_scale) * (conditional - other)
         x = sampling.sampler_step(model, sampler, steps, i, out, x)
     return x
 
 
+def item_free_words(prompt: Prompt, vocab: Vocabulary) -> list[str]:
+    """The prompt's encoder words less each accessory's verb, colour and item (the words `Prompt.encoder_text`
+    gives a feature), checked by parsing them again: the same concepts, none of the features."""
+    words = prompt.encoder_text.split()
+    for item_id, colour in prompt.features:
+        item = vocab.get(item_id)
+        for word in [vocab.canonical_verb(item).zh_word, *([vocab.get(colour).zh_word] if colour else []),
+                     item.zh_word]:
+            words.remove(word)
+    again = parse_prompt(" ".join(words), vocab=vocab) if words else None
+    if again is None or again.features or again.encoder_text.split() != words or again.animals != prompt.animals:
+        raise ValueError(f"{prompt.encoder_text!r} less its items is not a prompt of the same animals: {words}")
+    return words
+
+
+def contrast_for(pipe: cutecpp.Pipeline, text: str, *, weak: cutecpp.model.Context | None = None,
+                 without_items: bool = False) -> tuple[cutecpp.model.Context, np.ndarray] | None:
+    """The other side of the contrast term for one prompt: (weak model, its alignment of the same words),
+    or (the pipeline's model, its alignment of the words less the items; None for a prompt without items)."""
+    prompt = parse_prompt(text, rules=pipe.rules, vocab=pipe.vocab)
+    if without_items:
+        if not prompt.features:
+            return None
+        return pipe.context, pipe.context.align(pipe.encoder.encode(item_free_words(prompt, pipe.vocab)))
+    return weak, weak.align(pipe.encoder.encode(prompt.encoder_text.split()))
+
+
 def main(argv: list[str] | None = None) -> None:
-    usage = "%(prog)s [--below S --low-cfg G] [--above S --high-cfg G] eval_quality.py's arguments ..."
+    usage = ("%(prog)s [--below S --low-cfg G] [--above S --high-cfg G] [--weak-model B | --without-items] "
+             "[--contrast-scale A --contrast-max-sigma S] eval_quality.py's arguments ...")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage=usage)
     parser.add_argument("--below", type=float, default=0.0, help="steps with sigma below this ...")
     parser.add_argument("--low-cfg", type=float, default=1.0, help="... are guided at this scale (1: unguided)")
     parser.add_argument("--above", type=float, help="steps with sigma above this (default: the bundle's "
                         "guidance_max_sigma, else none) ...")
     parser.add_argument("--high-cfg", type=float, default=1.0, help="... are guided at this scale (1: unguided)")
+    other = parser.add_mutually_exclusive_group()
+    other.add_argument("--weak-model", metavar="BUNDLE", help="contrast with this bundle's prediction for the same "
+                       "words (autoguidance)")
+    other.add_argument("--without-items", action="store_true", help="contrast with the model's prediction for the "
+                       "words less the accessories (item guidance)")
+    parser.add_argument("--contrast-scale", type=float, default=1.0, help="the contrast term's scale")
+    parser.add_argument("--contrast-max-sigma", type=float, default=np.inf, help="only at the steps whose sigma is at "
+                        "most this (default: every step)")
     args, rest = parser.parse_known_args(argv)
+    weak_model = cutecpp.model.Model.load(args.weak_model) if args.weak_model else None
+    current: dict = {}
+    original_generate = cutecpp.Pipeline.generate
+
+    def generate(pipe, prompt, *more, **kw):
+        current.update(pipe=pipe, prompt=prompt)
+        return original_generate(pipe, prompt, *more, **kw)
 
     def patched(ctx, cond, uncond=None, *, seed, steps=None, sampler=None, cfg=None, latent_size=None,
                 progress=None):
+        contrast = None
+        if weak_model is not None and "weak" not in current:  # threaded as the model's own context
+            current["weak"] = cutecpp.model.Context(weak_model, threads=ctx.threads)
+        if weak_model is not None or args.without_items:
+            contrast = contrast_for(current["pipe"], current["prompt"], weak=current.get("weak"),
+                                    without_items=args.without_items)
         return sample(ctx, cond, uncond, seed=seed, steps=steps, sampler=sampler, cfg=cfg, latent_size=latent_size,
-                      below=args.below, low_cfg=args.low_cfg, above=args.above, high_cfg=args.high_cfg)
+                      below=args.below, low_cfg=args.low_cfg, above=args.above, high_cfg=args.high_cfg,
+                      contrast=contrast, contrast_scale=args.contrast_scale,
+                      contrast_max_sigma=args.contrast_max_sigma)
 
+    cutecpp.Pipeline.generate = generate
     cutecpp.model.Context.sample = patched
     sys.path.insert(0, str(ROOT / "tools"))
     sys.argv = ["eval_quality.py", *rest]
