@@ -144,3 +144,12 @@ def test_contrast_for_encodes_the_right_words():
     assert guidance_schedule.contrast_for(pipe, text, without_items=True) == (pipe.context, ("aligned", 1))
     assert guidance_schedule.contrast_for(pipe, text, weak=weak) == (weak, ("aligned", 2))
     assert pipe.encoder.seen == [["小熊", "冰山上"], ["小熊", "穿", "蓝", "裤子", "冰山上"]]
+    with pytest.raises(ValueError, match="needs a weak model's context or without_items"):
+        guidance_schedule.contrast_for(pipe, text)
+
+
+def test_weak_model_that_does_not_load(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        guidance_schedule.main(["--weak-model", str(tmp_path / "missing.gguf"), "score", "--n", "1"])
+    assert stop.value.code == 2
+    assert "--weak-model:" in capsys.readouterr().err

@@ -115,6 +115,8 @@ def contrast_for(pipe: cutecpp.Pipeline, text: str, *, weak: cutecpp.model.Conte
                  without_items: bool = False) -> tuple[cutecpp.model.Context, np.ndarray] | None:
     """The other side of the contrast term for one prompt: (weak model, its alignment of the same words),
     or (the pipeline's model, its alignment of the words less the items; None for a prompt without items)."""
+    if weak is None and not without_items:
+        raise ValueError("contrast_for needs a weak model's context or without_items")
     prompt = parse_prompt(text, rules=pipe.rules, vocab=pipe.vocab)
     if without_items:
         if not prompt.features:
@@ -141,7 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contrast-max-sigma", type=float, default=np.inf, help="only at the steps whose sigma is at "
                         "most this (default: every step)")
     args, rest = parser.parse_known_args(argv)
-    weak_model = cutecpp.model.Model.load(args.weak_model) if args.weak_model else None
+    try:
+        weak_model = cutecpp.model.Model.load(args.weak_model) if args.weak_model else None
+    except cutecpp.CutecppError as exc:
+        parser.error(f"--weak-model: {exc}")
     current: dict = {}
     original_generate = cutecpp.Pipeline.generate
 
