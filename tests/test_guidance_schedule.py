@@ -87,9 +87,10 @@ def test_bundle_guidance_max_sigma_is_the_tools_above(models, micro, tmp_path, c
 
 
 def test_contrast_term(models):
-    """One flow step from sigma 1 to 0 moves x by -v, so the contrast term shows in the result as exactly
-    -scale x (prediction for cond - the other context's for its cond) at the start; below every sigma it
-    is never applied (the core's bits); against the same context and cond it adds nothing."""
+    """One flow step from sigma 1 to 0 moves x by -v, so the contrast term shows in the result as -scale x
+    (prediction for cond - the other context's for its cond) at the start, to float rounding (the guided
+    step's prediction comes from a batch of two, the check's from batches of one); below every sigma it is
+    never applied (the core's bits); against the same context and cond it adds nothing."""
     model = models["flow3"]
     ctx, other_ctx = cutecpp.Context(model, threads=2), cutecpp.Context(models["sd"], threads=2)
     cond, uncond = micro_contexts()
