@@ -154,3 +154,34 @@ def test_weak_model_that_does_not_load(tmp_path, capsys):
         guidance_schedule.main(["--weak-model", str(tmp_path / "missing.gguf"), "score", "--n", "1"])
     assert stop.value.code == 2
     assert "--weak-model:" in capsys.readouterr().err
+
+
+def test_start_latent(models):
+    """--from-render's start: at or above the first sigma exactly the usual start (the core's bits), below every
+    sigma but the last 0 the start latent itself; part way neither; flow_euler only, one shape."""
+    ctx = cutecpp.Context(models["flow3"], threads=2)
+    cond, uncond = micro_contexts()
+    kw = dict(seed=3, steps=6, sampler="flow_euler", latent_size=8, cfg=5.0)
+    latent = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float32)
+    assert np.array_equal(guidance_schedule.sample(ctx, cond, uncond, start=(latent, 1.0), **kw),
+                          ctx.sample(cond, uncond, **kw))
+    assert np.array_equal(guidance_schedule.sample(ctx, cond, uncond, start=(latent, 1e-6), **kw), latent)
+    sigmas = cutecpp.sampling.schedule(models["flow3"], "flow_euler", 6)["sigmas"]
+    part = guidance_schedule.sample(ctx, cond, uncond, start=(latent, float(sigmas[3])), **kw)
+    assert not np.allclose(part, latent) and not np.allclose(part, ctx.sample(cond, uncond, **kw))
+    with pytest.raises(ValueError, match="a start latent needs flow_euler"):
+        guidance_schedule.sample(cutecpp.Context(models["sd"], threads=1), cond, uncond, start=(latent, 0.5),
+                                 **{**kw, "sampler": "euler"})
+    with pytest.raises(ValueError, match=r"start latent \(4, 4, 4\)"):
+        guidance_schedule.sample(ctx, cond, uncond, start=(latent[:, :4, :4], 0.5), **kw)
+
+
+def test_render_starts_maps_each_scored_prompt_to_its_render(monkeypatch):
+    """The prompts scoring lists are remembered with their index and split: the render each one starts from."""
+    monkeypatch.setattr("latent_encoder.load_autoencoder", lambda path: types.SimpleNamespace(
+        requires_grad_=lambda flag: "ae"))
+    starts = guidance_schedule.RenderStarts("unused")
+    listed = [{"prompt": "小熊 冰山上", "index": 7}, {"prompt": "小猫 花园里", "index": 9}]
+    assert starts.listed(listed, "heldout") is listed
+    starts.listed([{"prompt": "小熊 冰山上", "index": 30}], "train")  # the first listing wins
+    assert starts.index == {"小熊 冰山上": (7, "heldout"), "小猫 花园里": (9, "heldout")}

@@ -25,6 +25,11 @@ A contrast term can be added at the steps whose sigma is at most --contrast-max-
                         item (`小熊 穿 蓝 裤子 冰山上 笑` -> `小熊 冰山上 笑`): item guidance; a prompt
                         without accessories gets no term.
 One more UNet evaluation of batch 1 at each such step. What they measured on cute-mini 0.13: section 25.
+
+--from-render S is a diagnostic, not a way to draw: each picture starts from its prompt's own dataset render,
+encoded by the training encoder and noised to the first step whose sigma is at most S, and the model draws the
+rest. The judge's figures against S say at which noise levels the model loses what a right picture holds
+(cute-mini 0.13: section 26).
 """
 
 from __future__ import annotations
@@ -52,11 +57,14 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
            latent_size: int | tuple[int, int] | None = None, below: float = 0.0, low_cfg: float = 1.0,
            above: float | None = None, high_cfg: float = 1.0,
            contrast: tuple[cutecpp.model.Context, np.ndarray] | None = None, contrast_scale: float = 1.0,
-           contrast_max_sigma: float = np.inf) -> np.ndarray:
+           contrast_max_sigma: float = np.inf, start: tuple[np.ndarray, float] | None = None) -> np.ndarray:
     """Context.sample's latents [C, h, w] with `low_cfg` in place of cfg at the steps whose sigma < `below`
     and `high_cfg` at those whose sigma > `above` (None: the bundle's guidance_max_sigma, if any).
     `contrast` = (context, its cond): at the steps whose sigma <= `contrast_max_sigma` the output gains
-    `contrast_scale` x (ctx's prediction for `cond` - that context's prediction for its cond)."""
+    `contrast_scale` x (ctx's prediction for `cond` - that context's prediction for its cond).
+    `start` = (latent [C, h, w], S), flow_euler only: skip the steps whose sigma is above S and start the
+    others from the latent noised to the first one's sigma, (1 - sigma) latent + sigma noise (S at or
+    above the first sigma: exactly the usual start; below every sigma but 0: the latent itself)."""
     model = ctx.model
     defaults = model.sampling
     sampler = sampler or defaults["default_sampler"]
@@ -76,7 +84,17 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
         raise ValueError(f"uncond {uncond.shape} and cond {cond.shape}: one batch of two needs one shape "
                          "(the Pipeline repeats 'no prompt' to the prompt's length)")
     both = None if uncond is None else np.stack([uncond, cond])
-    for i in range(steps):
+    first = 0
+    if start is not None:
+        if sampler != "flow_euler":
+            raise ValueError(f"sampler {sampler}: a start latent needs flow_euler (noised as the flow noises)")
+        latent, start_sigma = start
+        if latent.shape != x.shape:
+            raise ValueError(f"start latent {latent.shape}, but the sample is {x.shape}")
+        first = next((i for i in range(steps) if plan["sigmas"][i] <= start_sigma), steps)
+        s = np.float32(plan["sigmas"][first])
+        x = (np.float32(1) - s) * latent.astype(np.float32) + s * x
+    for i in range(first, steps):
         sigma = plan["sigmas"][i]
         scale = low_cfg if sigma < below else high_cfg if sigma > above else cfg
         t = np.float32(plan["timesteps"][i])
@@ -117,6 +135,40 @@ def contrast_for(pipe: cutecpp.Pipeline, text: str, *, weak: cutecpp.model.Conte
     return weak, weak.align(pipe.encoder.encode(prompt.encoder_text.split()))
 
 
+class RenderStarts:
+    """--from-render's start latents: each scored prompt's own dataset render as the UNet's latent [C, h, w],
+    the training encoder's (`train_unet.py prepare`'s encode_latents, so the latents the UNet trained on),
+    normalised per channel by the bundle's decoder statistics."""
+
+    def __init__(self, autoencoder: str | Path) -> None:
+        from latent_encoder import load_autoencoder
+
+        self.ae = load_autoencoder(str(autoencoder)).requires_grad_(False)
+        self.index: dict[str, tuple[int, str]] = {}  # prompt -> (dataset index, split), as scoring listed them
+        self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def listed(self, prompts: list[dict], split: str) -> list[dict]:
+        for p in prompts:
+            self.index.setdefault(p["prompt"], (p["index"], split))
+        return prompts
+
+    def latent(self, prompt: str, bundle: str | Path) -> np.ndarray:
+        import cute_mini
+        from bundle_weights import component_config
+        from make_dataset import render
+        from train_unet import encode_latents
+
+        index, split = self.index[prompt]
+        image, _ = render(index, split, cute_mini.IMAGE_SIZE)
+        z = encode_latents(self.ae, [np.asarray(image, np.float32).transpose(2, 0, 1) / 127.5 - 1.0])[0]
+        if str(bundle) not in self.stats:
+            cfg, c = component_config(bundle, "tiny_decoder"), z.shape[0]
+            self.stats[str(bundle)] = (np.asarray(cfg.get("latents_mean") or [0.0] * c, np.float32)[:, None, None],
+                                       np.asarray(cfg.get("latents_std") or [1.0] * c, np.float32)[:, None, None])
+        mean, std = self.stats[str(bundle)]
+        return (z.astype(np.float32) - mean) / std
+
+
 def main(argv: list[str] | None = None) -> None:
     usage = ("%(prog)s [--below S --low-cfg G] [--above S --high-cfg G] [--weak-model B | --without-items] "
              "[--contrast-scale A --contrast-max-sigma S] eval_quality.py's arguments ...")
@@ -134,13 +186,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contrast-scale", type=float, default=1.0, help="the contrast term's scale")
     parser.add_argument("--contrast-max-sigma", type=float, default=np.inf, help="only at the steps whose sigma is at "
                         "most this (default: every step)")
+    parser.add_argument("--from-render", type=float, metavar="S", help="start each picture from its prompt's dataset "
+                        "render, encoded and noised to the first step whose sigma is at most S (a diagnostic: what the "
+                        "model keeps of a right picture from that noise level on; flow_euler)")
+    parser.add_argument("--autoencoder", default=None, help="with --from-render: the training autoencoder folder "
+                        "(default: the training cache's autoencoder-export)")
     args, rest = parser.parse_known_args(argv)
+    sys.path.insert(0, str(ROOT / "tools"))
     try:
         weak_model = cutecpp.model.Model.load(args.weak_model) if args.weak_model else None
     except cutecpp.CutecppError as exc:
         parser.error(f"--weak-model: {exc}")
     current: dict = {}
     original_generate = cutecpp.Pipeline.generate
+    starts = None
+    if args.from_render is not None:
+        import cute_mini
+        import judge.score
+
+        starts = RenderStarts(args.autoencoder or cute_mini.TRAIN_DIR / "autoencoder-export")
+        listed = judge.score.dataset_prompts
+        judge.score.dataset_prompts = lambda *a, **kw: starts.listed(
+            listed(*a, **kw), kw.get("split", a[5] if len(a) > 5 else "heldout"))
 
     def generate(pipe, prompt, *more, **kw):
         current.update(pipe=pipe, prompt=prompt)
@@ -154,14 +221,16 @@ def main(argv: list[str] | None = None) -> None:
         if weak_model is not None or args.without_items:
             contrast = contrast_for(current["pipe"], current["prompt"], weak=current.get("weak"),
                                     without_items=args.without_items)
+        start = None
+        if starts is not None:
+            start = (starts.latent(current["prompt"], ctx.model.info["path"]), args.from_render)
         return sample(ctx, cond, uncond, seed=seed, steps=steps, sampler=sampler, cfg=cfg, latent_size=latent_size,
                       below=args.below, low_cfg=args.low_cfg, above=args.above, high_cfg=args.high_cfg,
                       contrast=contrast, contrast_scale=args.contrast_scale,
-                      contrast_max_sigma=args.contrast_max_sigma)
+                      contrast_max_sigma=args.contrast_max_sigma, start=start)
 
     cutecpp.Pipeline.generate = generate
     cutecpp.model.Context.sample = patched
-    sys.path.insert(0, str(ROOT / "tools"))
     sys.argv = ["eval_quality.py", *rest]
     runpy.run_path(str(ROOT / "tools" / "eval_quality.py"), run_name="__main__")
 
