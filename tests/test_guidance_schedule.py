@@ -185,3 +185,11 @@ def test_render_starts_maps_each_scored_prompt_to_its_render(monkeypatch):
     assert starts.listed(listed, "heldout") is listed
     starts.listed([{"prompt": "小熊 冰山上", "index": 30}], "train")  # the first listing wins
     assert starts.index == {"小熊 冰山上": (7, "heldout"), "小猫 花园里": (9, "heldout")}
+
+
+def test_from_render_without_the_training_autoencoder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        guidance_schedule.main(["--from-render", "0.5", "--autoencoder", str(tmp_path / "missing"),
+                                "score", "--n", "1"])
+    assert stop.value.code == 2
+    assert "--from-render: the training autoencoder" in capsys.readouterr().err

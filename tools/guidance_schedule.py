@@ -161,17 +161,19 @@ class RenderStarts:
         index, split = self.index[prompt]
         image, _ = render(index, split, cute_mini.IMAGE_SIZE)
         z = encode_latents(self.ae, [np.asarray(image, np.float32).transpose(2, 0, 1) / 127.5 - 1.0])[0]
-        if str(bundle) not in self.stats:
+        if str(bundle) not in self.stats:  # as train_unet.py's Data normalises: (latent - mean) / std
             cfg, c = component_config(bundle, "tiny_decoder"), z.shape[0]
-            self.stats[str(bundle)] = (np.asarray(cfg.get("latents_mean") or [0.0] * c, np.float32)[:, None, None],
-                                       np.asarray(cfg.get("latents_std") or [1.0] * c, np.float32)[:, None, None])
+            mean, std = cfg.get("latents_mean"), cfg.get("latents_std")
+            self.stats[str(bundle)] = (np.asarray([0.0] * c if mean is None else mean, np.float32)[:, None, None],
+                                       np.asarray([1.0] * c if std is None else std, np.float32)[:, None, None])
         mean, std = self.stats[str(bundle)]
         return (z.astype(np.float32) - mean) / std
 
 
 def main(argv: list[str] | None = None) -> None:
     usage = ("%(prog)s [--below S --low-cfg G] [--above S --high-cfg G] [--weak-model B | --without-items] "
-             "[--contrast-scale A --contrast-max-sigma S] eval_quality.py's arguments ...")
+             "[--contrast-scale A --contrast-max-sigma S] [--from-render S [--autoencoder DIR]] "
+             "eval_quality.py's arguments ...")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage=usage)
     parser.add_argument("--below", type=float, default=0.0, help="steps with sigma below this ...")
     parser.add_argument("--low-cfg", type=float, default=1.0, help="... are guided at this scale (1: unguided)")
@@ -204,7 +206,11 @@ def main(argv: list[str] | None = None) -> None:
         import cute_mini
         import judge.score
 
-        starts = RenderStarts(args.autoencoder or cute_mini.TRAIN_DIR / "autoencoder-export")
+        folder = args.autoencoder or cute_mini.TRAIN_DIR / "autoencoder-export"
+        try:
+            starts = RenderStarts(folder)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--from-render: the training autoencoder {folder}: {exc}")
         listed = judge.score.dataset_prompts
         judge.score.dataset_prompts = lambda *a, **kw: starts.listed(
             listed(*a, **kw), kw.get("split", a[5] if len(a) > 5 else "heldout"))
