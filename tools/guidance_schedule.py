@@ -191,8 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from-render", type=float, metavar="S", help="start each picture from its prompt's dataset "
                         "render, encoded and noised to the first step whose sigma is at most S (a diagnostic: what the "
                         "model keeps of a right picture from that noise level on; flow_euler)")
-    parser.add_argument("--autoencoder", default=None, help="with --from-render: the training autoencoder folder "
-                        "(default: the training cache's autoencoder-export)")
+    parser.add_argument("--autoencoder", default=None, help="with --from-render: the training autoencoder folder, "
+                        "whose encoder made the latents the model's UNet trained on (default: the training cache's "
+                        "autoencoder-export)")
     args, rest = parser.parse_known_args(argv)
     sys.path.insert(0, str(ROOT / "tools"))
     try:
