@@ -198,19 +198,21 @@ def test_from_render_without_the_training_autoencoder(tmp_path, capsys):
 def test_render_starts_latent_is_the_listed_render_normalised_by_the_bundle(monkeypatch):
     """latent(prompt): the render of that prompt's index and split, encoded, then (z - mean) / std per channel with
     the bundle's decoder statistics (as train_unet.py's Data normalises), read once per bundle."""
-    import bundle_weights
+    import fit_encoder
     import make_dataset
     import train_unet
 
+    ae = types.SimpleNamespace(config=types.SimpleNamespace(scaling_factor=1.0, shift_factor=0.0))
     monkeypatch.setattr("latent_encoder.load_autoencoder", lambda path: types.SimpleNamespace(
-        requires_grad_=lambda flag: "ae"))
+        requires_grad_=lambda flag: ae))
     drawn, read = [], []
     monkeypatch.setattr(make_dataset, "render", lambda index, split, size: (
         drawn.append((index, split, size)) or np.zeros((size, size, 3), np.uint8), {}))
     z = np.arange(2 * 3 * 3, dtype=np.float16).reshape(2, 3, 3)
     monkeypatch.setattr(train_unet, "encode_latents", lambda ae, images: z[None])
-    monkeypatch.setattr(bundle_weights, "component_config", lambda bundle, component: (
-        read.append((bundle, component)) or {"latents_mean": [1.0, -2.0], "latents_std": [2.0, 0.5]}))
+    monkeypatch.setattr(fit_encoder, "component_config", lambda bundle, component: (
+        read.append((bundle, component)) or {"latents_mean": [1.0, -2.0], "latents_std": [2.0, 0.5],
+                                             "scaling_factor": 1.0, "shift_factor": 0.0, "latent_channels": 2}))
     starts = guidance_schedule.RenderStarts("unused")
     starts.listed([{"prompt": "小熊 冰山上", "index": 7}], "train")
     for _ in range(2):

@@ -138,7 +138,7 @@ def contrast_for(pipe: cutecpp.Pipeline, text: str, *, weak: cutecpp.model.Conte
 class RenderStarts:
     """--from-render's start latents: each scored prompt's own dataset render as the UNet's latent [C, h, w],
     the training encoder's (`train_unet.py prepare`'s encode_latents, so the latents the UNet trained on),
-    normalised per channel by the bundle's decoder statistics."""
+    normalised per channel by the bundle's decoder statistics (`fit_encoder.raw_latent_stats`)."""
 
     def __init__(self, autoencoder: str | Path) -> None:
         from latent_encoder import load_autoencoder
@@ -154,20 +154,19 @@ class RenderStarts:
 
     def latent(self, prompt: str, bundle: str | Path) -> np.ndarray:
         import cute_mini
-        from bundle_weights import component_config
+        from fit_encoder import raw_latent_stats
         from make_dataset import render
         from train_unet import encode_latents
 
         index, split = self.index[prompt]
         image, _ = render(index, split, cute_mini.IMAGE_SIZE)
         z = encode_latents(self.ae, [np.asarray(image, np.float32).transpose(2, 0, 1) / 127.5 - 1.0])[0]
-        if str(bundle) not in self.stats:  # as train_unet.py's Data normalises: (latent - mean) / std
-            cfg, c = component_config(bundle, "tiny_decoder"), z.shape[0]
-            mean, std = cfg.get("latents_mean"), cfg.get("latents_std")
-            self.stats[str(bundle)] = (np.asarray([0.0] * c if mean is None else mean, np.float32)[:, None, None],
-                                       np.asarray([1.0] * c if std is None else std, np.float32)[:, None, None])
+        config = self.ae.config  # encode_latents applies the autoencoder's scaling; the statistics are raw
+        raw = z.astype(np.float32) / np.float32(config.scaling_factor) + np.float32(config.shift_factor)
+        if str(bundle) not in self.stats:  # the UNet's latent z is raw = z * std + mean
+            self.stats[str(bundle)] = tuple(v[:, None, None] for v in raw_latent_stats(bundle))
         mean, std = self.stats[str(bundle)]
-        return (z.astype(np.float32) - mean) / std
+        return (raw - mean) / std
 
 
 def main(argv: list[str] | None = None) -> None:
