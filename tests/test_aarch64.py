@@ -10,7 +10,7 @@ the x86-64 build too (the installed package), whose own parity tests hold it to 
   widths whose vector loops all run their tails) within the x86 tests' bounds of diffusers, and
   the alignment module, the tiny and VAE decoders and encoders within those bounds of the x86 build;
 - the shipped cute-mini drawing a whole picture (15 steps, its guidance schedule, the decoder):
-  within one 8-bit level of the x86 build's picture at every pixel.
+  within one 8-bit level of the x86 build's picture in every value.
 
 Skips where the cross compiler or qemu is missing (apt-get install crossbuild-essential-arm64
 qemu-user; .ci/run installs them). The first build downloads llama-cpp-python's source from the

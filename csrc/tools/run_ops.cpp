@@ -15,8 +15,9 @@
 //                                    sample, write the latents, and the picture of the tiny decoder
 //
 // Prints "ok JOB OUT MS" or "error JOB STATUS: MESSAGE" per job; exits 1 when any job failed, 2 on
-// a malformed job file. Inputs are checked against the sizes their shapes need (the bundle's own
-// widths come from the files' sizes), nothing more: this is a developer tool fed by the tests.
+// a malformed job file. An input must hold a whole multiple of the elements its n, h, w (or n, T)
+// name; its width (channels, features) is taken to be the bundle's, unchecked: this is a developer
+// tool fed by the tests, not a place for untrusted files.
 #include "cutecpp.h"
 
 #include <chrono>
