@@ -15,8 +15,9 @@ qemu's speed says nothing of a Pi's.
 
 Needs what cross_aarch64.py needs, and Debian's arm64 package lists for the Python files:
 `dpkg --add-architecture arm64 && apt-get update` (once, as root; nothing arm64 is installed).
-Everything goes under the build folder of cross_aarch64.py (`python/`); the first run takes
-~10 minutes (llama.cpp ~3, the wheels ~1), later ones rebuild what changed.
+Everything goes under the build folder of cross_aarch64.py (`python/`); the first build takes
+~5 minutes (llama.cpp ~3), later ones rebuild what changed; a picture under qemu ~5 more (the
+first also builds its text encoder there).
 """
 
 from __future__ import annotations
@@ -87,13 +88,15 @@ def site(folder: Path, source: Path, llama_build: Path, stage: Path, root: Path,
     (linked against ggml as cross_aarch64.py stages it, `stage`, loading llama_cpp/lib's at run time)."""
     version = cross.pinned_llama_cpp_python()
     packages = folder / "site"
-    if not (packages / "numpy").exists():
+    done = packages / ".wheels-installed"
+    if not done.exists():
         wheels = dependencies(ROOT / "pyproject.toml", "llama-cpp-python")
         wheels += dependencies(source.parent.parent / "pyproject.toml", "numpy")
         platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
         run([sys.executable, "-m", "pip", "install", "--quiet", "--only-binary=:all:", *platforms, "--python-version",
              PY, "--implementation", "cp", "--abi", "cp" + PY.replace(".", ""), "--target", str(packages), *wheels],
             log)
+        done.write_text("\n".join(wheels) + "\n")
     # llama_cpp: its Python files and the libraries it loads (lib/), as its wheel lays them out
     run(["cmake", "--build", str(llama_build), "--target", "llama", "-j2"], log)
     llama = packages / "llama_cpp"

@@ -80,8 +80,15 @@ def llama_cpp_source(folder: Path, version: str, log: Path) -> Path:
              "-d", str(sdist_dir), f"llama-cpp-python=={version}"], log)
     if not sdist.exists():
         raise BuildError(f"pip download left no {sdist.name} in {sdist_dir}")
+    partial = folder / "source.partial"  # renamed when whole, so that an interrupted run starts again
+    shutil.rmtree(partial, ignore_errors=True)
     with tarfile.open(sdist) as tar:
-        tar.extractall(folder, filter="data")
+        try:
+            tar.extractall(partial, filter="data")
+        except TypeError:  # Python before 3.10.12 / 3.11.4: no filters (a pinned sdist from the index)
+            tar.extractall(partial)
+    (partial / f"llama_cpp_python-{version}").rename(folder / f"llama_cpp_python-{version}")
+    partial.rmdir()
     return source
 
 

@@ -4,14 +4,14 @@
     python tools/soak.py --n 300 [--model M] [--threads 2] [--cache DIR] [--every 25]
 
 Draws --n pictures with the product's own path (prompt rules, the llama.cpp text encoder, the
-UNet, the decoder, the picture as an image), each from a different prompt (animal, an item with
-its verb, a place, from the shipped vocabulary; seeded, so a rerun asks the same) and seed, as a
-classroom kiosk would over a day. Every --every pictures it prints the process's resident memory
+UNet, the decoder, the picture as an image), each from a random prompt (an animal, an item with
+its verb, a place, from the shipped vocabulary; seeded, so a rerun asks the same) and its own seed,
+as a classroom kiosk would over a day. Every --every pictures it prints the process's resident memory
 (VmRSS) and the median time of the last ones; at the end, how much the peak of resident memory
 rose from the first half of the pictures after --warm to the second (per 100 pictures: a leak
 shows there, the few MB it moves from picture to picture do not), and the time's median and 95th
 percentile (not a benchmark: `cutecpp bench` is). With
---cache DIR the pictures also go through the SQLite picture cache there (every prompt is new, so
+--cache DIR the pictures also go through the SQLite picture cache there (every seed is new, so
 each is a miss and a write). Exits 1 when a picture failed or memory grew by more than
 --max-growth-mb per 100 pictures.
 """
