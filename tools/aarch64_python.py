@@ -109,7 +109,7 @@ def site(folder: Path, source: Path, llama_build: Path, stage: Path, root: Path,
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: {version}\n")
     # cutecpp: this checkout's Python files, its core and cffi extension built for aarch64
-    build = folder / "cutecpp-build"
+    build = cross.checkout_build_dir(folder, "cutecpp-build")
     run(["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja" if shutil.which("ninja") else "Unix Makefiles",
          f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", "-DCMAKE_BUILD_TYPE=Release", "-DCUTECPP_PYTHON=ON",
          f"-DCUTECPP_LLAMA_CPP_DIR={stage}", f"-DPython_EXECUTABLE={sys.executable}",

@@ -15,13 +15,14 @@ script, as on the Pi (plain aarch64: NEON, no extra flags). tests/test_aarch64.p
 computations this way against the x86-64 build and diffusers.
 
 The build folder (--dir, default $CUTECPP_AARCH64_DIR or ~/.cache/cutecpp/aarch64) keeps the
-source, ggml (built once per llama-cpp-python version) and the core's CMake build (rebuilt
-incrementally on every call, so a changed kernel is picked up).
+source, ggml (built once per llama-cpp-python version) and the core's CMake build, one per checkout
+(rebuilt incrementally on every call, so a changed kernel is picked up).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -131,12 +132,18 @@ def build(folder: Path | None = None) -> Path:
     log.write_text("")
     version = pinned_llama_cpp_python()
     llama_cpp = build_ggml(folder, version, log)
-    core = folder / "core"
+    core = checkout_build_dir(folder, "core")
     run(["cmake", "-S", str(ROOT), "-B", str(core), "-G", "Ninja" if shutil.which("ninja") else "Unix Makefiles",
          f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", "-DCMAKE_BUILD_TYPE=Release", "-DCUTECPP_PYTHON=OFF",
          "-DCUTECPP_TOOLS=ON", f"-DCUTECPP_LLAMA_CPP_DIR={llama_cpp}", f"-DPython_EXECUTABLE={sys.executable}"], log)
     run(["cmake", "--build", str(core), "--target", "cutecpp-run", "-j2"], log)
     return core
+
+
+def checkout_build_dir(folder: Path, name: str) -> Path:
+    """A CMake build folder of this checkout's sources: CMake refuses to reuse one made from another
+    checkout (a CI clone beside the working one), so each checkout gets its own."""
+    return folder / f"{name}-{hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]}"
 
 
 def qemu_command(core: Path, jobs: Path) -> list[str]:
