@@ -93,9 +93,9 @@ def main() -> int:
     if len(resident) < 4:
         print(f"soak: too few pictures drawn ({len(times)}, {failures} failed) to measure memory", file=sys.stderr)
         return 1
-    # Resident memory moves by several MB from picture to picture (a longer prompt plans larger
-    # buffers; the allocator keeps or returns pages), so compare the peaks of the two halves: a leak
-    # raises the second one, noise does not.
+    # Resident memory moves by several MB from picture to picture, up and down (prompts of other
+    # lengths plan other buffers, the allocator keeps or returns pages), so compare the peaks of the
+    # two halves: a leak raises the second one, that movement does not.
     half = len(resident) // 2
     first, second = max(resident[:half]), max(resident[half:])
     growth = (second - first) / (len(resident) - half) * 100
