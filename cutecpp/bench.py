@@ -23,11 +23,23 @@ from .errors import CutecppError, InternalError
 PROMPTS = ["小熊 穿蓝裤子 冰山上 笑", "两只小猫 戴红帽子 花园里", "小兔子 拿气球 彩虹", "企鹅 围围巾 雪地上"]
 
 
-def _peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+def memory_mb(field: str = "VmHWM") -> float | None:
+    """A memory reading of this process from /proc/self/status, in MB: "VmHWM" (the peak resident
+    memory; not ru_maxrss, which carries a parent's peak across fork+exec) or "VmRSS" (now); None
+    where the system has no such file or field (not Linux)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024.0
-    return float("nan")
+    return None
+
+
+def _peak_rss_mb() -> float:
+    peak = memory_mb("VmHWM")
+    return float("nan") if peak is None else peak
 
 
 def child(model: str | None, runs: int, threads: int | None, launched: float) -> dict[str, Any]:

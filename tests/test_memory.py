@@ -14,11 +14,10 @@ not for bytes.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 import cutecpp
+from cutecpp.bench import memory_mb
 
 LENGTHS = (5, 9, 14, 20)  # prompt tokens
 WARM_ROUNDS = 2
@@ -27,10 +26,9 @@ ROUND_MB = 1.5  # over the 20 pictures after the first measured round
 
 
 def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    now = memory_mb("VmRSS")
+    assert now is not None, "no VmRSS in /proc/self/status"
+    return now
 
 
 def test_drawing_round_after_round_keeps_memory_flat():

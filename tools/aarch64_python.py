@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cross_aarch64 as cross  # noqa: E402
-from cross_aarch64 import ROOT, TOOLCHAIN, BuildError, run  # noqa: E402
+from cross_aarch64 import ROOT, BuildError, run  # noqa: E402
 
 PY = "3.11"  # bookworm's
 # Debian arm64 packages whose files make a working python3.11 with what cutecpp and its
@@ -110,10 +110,10 @@ def site(folder: Path, source: Path, llama_build: Path, stage: Path, root: Path,
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: {version}\n")
     # cutecpp: this checkout's Python files, its core and cffi extension built for aarch64
     build = cross.checkout_build_dir(folder, "cutecpp-build")
-    run(["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja" if shutil.which("ninja") else "Unix Makefiles",
-         f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", "-DCMAKE_BUILD_TYPE=Release", "-DCUTECPP_PYTHON=ON",
-         f"-DCUTECPP_LLAMA_CPP_DIR={stage}", f"-DPython_EXECUTABLE={sys.executable}",
-         f"-DPython_INCLUDE_DIR={root}/usr/include/python{PY}", f"-DCMAKE_C_FLAGS=-I{root}/usr/include"], log)
+    cross.configure(ROOT, build, ["-DCUTECPP_PYTHON=ON", f"-DCUTECPP_LLAMA_CPP_DIR={stage}",
+                                  f"-DPython_EXECUTABLE={sys.executable}",
+                                  f"-DPython_INCLUDE_DIR={root}/usr/include/python{PY}",
+                                  f"-DCMAKE_C_FLAGS=-I{root}/usr/include"], log)
     run(["cmake", "--build", str(build), "-j2"], log)
     package = packages / "cutecpp"
     shutil.rmtree(package, ignore_errors=True)
@@ -124,16 +124,13 @@ def site(folder: Path, source: Path, llama_build: Path, stage: Path, root: Path,
 
 def build(folder: Path | None = None) -> tuple[Path, Path]:
     """(the arm64 root, its site-packages), built or brought up to date."""
-    base = (folder or cross.default_dir()).resolve()
-    cross.build(base)  # ggml's source and build, the toolchain checks
+    base, _, version, stage = cross.prepare(folder)  # the toolchain checks, ggml's source and build
     folder = base / "python"
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "build.log"
     log.write_text("")
-    version = cross.pinned_llama_cpp_python()
     source = cross.llama_cpp_source(base, version, log)
     root = sysroot(folder, log)
-    stage = base / f"ggml-{version}-stage" / "llama_cpp"
     return root, site(folder, source, base / f"ggml-{version}-build", stage, root, log)
 
 

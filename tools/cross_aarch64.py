@@ -69,6 +69,12 @@ def run(cmd: list[str], log: Path) -> None:
         raise BuildError(f"{' '.join(cmd[:3])} ... failed (exit {done.returncode}); the end of {log}:\n{tail}")
 
 
+def configure(source: Path, build: Path, options: list[str], log: Path) -> None:
+    """CMake for aarch64 (the toolchain file), Release, Ninja where there is one."""
+    run(["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja" if shutil.which("ninja") else "Unix Makefiles",
+         f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", "-DCMAKE_BUILD_TYPE=Release", *options], log)
+
+
 def llama_cpp_source(folder: Path, version: str, log: Path) -> Path:
     """llama.cpp as vendored by llama-cpp-python `version` (its sdist, from the package index)."""
     source = folder / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
@@ -102,11 +108,10 @@ def build_ggml(folder: Path, version: str, log: Path) -> Path:
         return lib.parent
     source = llama_cpp_source(folder, version, log)
     build = folder / f"ggml-{version}-build"
-    run(["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja" if shutil.which("ninja") else "Unix Makefiles",
-         f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON",
-         "-DGGML_NATIVE=OFF", f"-DGGML_CPU_ARM_ARCH={GGML_ARM_ARCH}", "-DGGML_OPENMP=OFF",
-         "-DLLAMA_BUILD_COMMON=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-         "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_CURL=OFF"], log)
+    configure(source, build, [
+        "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF", f"-DGGML_CPU_ARM_ARCH={GGML_ARM_ARCH}", "-DGGML_OPENMP=OFF",
+        "-DLLAMA_BUILD_COMMON=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_CURL=OFF"], log)
     run(["cmake", "--build", str(build), "--target", "ggml-cpu", "-j2"], log)
     (stage / "include").mkdir(parents=True, exist_ok=True)
     for header in (source / "ggml" / "include").glob("*.h"):
@@ -121,8 +126,9 @@ def build_ggml(folder: Path, version: str, log: Path) -> Path:
     return lib.parent
 
 
-def build(folder: Path | None = None) -> Path:
-    """Builds (or brings up to date) libcutecpp.so and cutecpp-run for aarch64; returns their folder."""
+def prepare(folder: Path | None = None) -> tuple[Path, Path, str, Path]:
+    """The build folder, its fresh log, the pinned llama-cpp-python version and ggml staged for it
+    (built the first time); refuses when a tool is missing."""
     folder = (folder or default_dir()).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     missing = missing_tools()
@@ -131,11 +137,15 @@ def build(folder: Path | None = None) -> Path:
     log = folder / "build.log"
     log.write_text("")
     version = pinned_llama_cpp_python()
-    llama_cpp = build_ggml(folder, version, log)
+    return folder, log, version, build_ggml(folder, version, log)
+
+
+def build(folder: Path | None = None) -> Path:
+    """Builds (or brings up to date) libcutecpp.so and cutecpp-run for aarch64; returns their folder."""
+    folder, log, _, llama_cpp = prepare(folder)
     core = checkout_build_dir(folder, "core")
-    run(["cmake", "-S", str(ROOT), "-B", str(core), "-G", "Ninja" if shutil.which("ninja") else "Unix Makefiles",
-         f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", "-DCMAKE_BUILD_TYPE=Release", "-DCUTECPP_PYTHON=OFF",
-         "-DCUTECPP_TOOLS=ON", f"-DCUTECPP_LLAMA_CPP_DIR={llama_cpp}", f"-DPython_EXECUTABLE={sys.executable}"], log)
+    configure(ROOT, core, ["-DCUTECPP_PYTHON=OFF", "-DCUTECPP_TOOLS=ON", f"-DCUTECPP_LLAMA_CPP_DIR={llama_cpp}",
+                           f"-DPython_EXECUTABLE={sys.executable}"], log)
     run(["cmake", "--build", str(core), "--target", "cutecpp-run", "-j2"], log)
     return core
 

@@ -28,10 +28,12 @@ from pathlib import Path
 
 def rss_mb() -> float:
     """This process's resident memory now (Linux: /proc/self/status VmRSS)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    from cutecpp.bench import memory_mb
+
+    now = memory_mb("VmRSS")
+    if now is None:
+        raise RuntimeError("no VmRSS in /proc/self/status")
+    return now
 
 
 def prompts(seed: int):

@@ -85,29 +85,22 @@ int sampler_index(const std::string & name) {
     return -2;
 }
 
-// Runs one job line; returns the status (CUTECPP_OK on success) and fills `why` on a usage error.
-cutecpp_status run_job(Session & s, const std::string & op, std::istringstream & args, std::vector<float> & out,
-                       std::string & why) {
-    std::string out_path;
-    size_t count = 0;
-    if (!(args >> out_path >> count) || count == 0) {
-        why = "expected OUT COUNT";
-        return CUTECPP_ERR_INVALID_ARGUMENT;
-    }
+// Runs one job line (its arguments after OUT COUNT) into `out` (count floats, then the guard);
+// returns the status (CUTECPP_OK on success) and fills `why` on a usage error.
+cutecpp_status run_job(Session & s, const std::string & op, std::istringstream & args, size_t count,
+                       std::vector<float> & out, std::string & why) {
     if (op == "rng") {
         unsigned long long seed = 0, stream = 0, offset = 0;
         if (!(args >> seed >> stream >> offset)) {
             why = "expected SEED STREAM OFFSET";
             return CUTECPP_ERR_INVALID_ARGUMENT;
         }
-        out.assign(count + kGuard, NAN);
         return cutecpp_rng_normal(seed, stream, offset, static_cast<int64_t>(count), out.data());
     }
     if (s.ctx == nullptr) {
         why = "no bundle loaded";
         return CUTECPP_ERR_INVALID_ARGUMENT;
     }
-    out.assign(count + kGuard, NAN);
     std::vector<float> a, b, c;
     if (op == "align") {
         std::string in;
@@ -243,10 +236,17 @@ int main(int argc, char ** argv) {
             }
             continue;
         }
+        std::string out_path, why;
+        size_t count = 0;
         std::vector<float> out;
-        std::string why;
         const auto t0 = std::chrono::steady_clock::now();
-        cutecpp_status st = run_job(s, op, args, out, why);
+        cutecpp_status st = CUTECPP_ERR_INVALID_ARGUMENT;
+        if (!(args >> out_path >> count) || count == 0) {
+            why = "expected OUT COUNT";
+        } else {
+            out.assign(count + kGuard, NAN);
+            st = run_job(s, op, args, count, out, why);
+        }
         if (st == CUTECPP_OK) {
             for (size_t i = out.size() - kGuard; i < out.size(); ++i) {
                 if (!std::isnan(out[i])) {
@@ -258,8 +258,6 @@ int main(int argc, char ** argv) {
             out.resize(out.size() - kGuard);
         }
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        std::string out_path;
-        std::istringstream(line) >> op >> out_path;
         if (st != CUTECPP_OK) {
             std::printf("error %s %d: %s\n", op.c_str(), static_cast<int>(st),
                         why.empty() ? cutecpp_last_error() : why.c_str());
