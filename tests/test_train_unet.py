@@ -129,7 +129,8 @@ def test_train_steps_save_resume_and_keep_the_ema(tmp_path, monkeypatch):
     assert st2["settings"] == {"item_weight": 3.0, "train_shift": 1.5, "lr": 1e-2}  # weight kept, not given
     weights = []
     step = train_unet.train_step
-    monkeypatch.setattr(train_unet, "train_step", lambda *a: weights.append(float(a[-2].max())) or step(*a))
+    monkeypatch.setattr(train_unet, "train_step",
+                        lambda *a, **kw: weights.append(float(a[-2].max())) or step(*a, **kw))
     monkeypatch.setattr(sys, "argv", [*argv, "--steps", "3"])  # resumed with neither flag: the run's own
     assert train_unet.main() == 0
     assert shifts == [1.5, 1.5] and weights == [3.0]
@@ -333,3 +334,43 @@ def test_sample_weights_need_an_animal_in_every_picture(tmp_path, monkeypatch):
     data.texts = np.array(["小熊 冰山上", "冰山上"])
     with pytest.raises(SystemExit, match="picture 1's text '冰山上' names no animal"):
         data.picture_weights({"bear": 2.0})
+
+
+def test_a_layout_run_reads_the_prepared_masks(tmp_path, monkeypatch):
+    """train --init X --layout: a new run whose UNet reads the animal, item and place masks beside the
+    latent through conv_in weights that start at zero (lr 0 keeps them so), fed each batch's own masks;
+    refused on shards prepared without the masks, on resuming with the flag, and by export."""
+    cm = train_unet.cute_mini
+    argv = _tiny_cache(tmp_path, monkeypatch)
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "1"])
+    assert train_unet.main() == 0
+    first = tmp_path / "first.pt"
+    train_unet.run_checkpoint().rename(first)
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "1", "--lr", "0", "--init", str(first), "--layout"])
+    with pytest.raises(SystemExit, match="prepared without them"):
+        train_unet.main()
+
+    shard = tmp_path / "latents" / "shard-00000.npz"
+    side = cm.LATENT_SIZE
+    animals, places = np.zeros((2, side, side), np.uint8), np.zeros((2, side, side), np.uint8)
+    animals[0, 8:20, 8:20], animals[1, 2:30, 10:22], places[0, 28:] = 1, 1, 1
+    np.savez(shard, **dict(np.load(shard)), animals=animals, places=places)
+    seen = []
+    step = train_unet.train_step
+    monkeypatch.setattr(train_unet, "train_step", lambda *a, **kw: seen.append(kw["layout"]) or step(*a, **kw))
+    assert train_unet.main() == 0
+    st, init = torch.load(train_unet.run_checkpoint(), weights_only=True), torch.load(first, weights_only=True)
+    assert st["unet_config"]["in_channels"] == cm.LATENT_CHANNELS + 3
+    w = st["unet"]["conv_in.weight"]
+    assert torch.equal(w[:, : cm.LATENT_CHANNELS], init["unet"]["conv_in.weight"])
+    assert not w[:, cm.LATENT_CHANNELS :].any()
+    items = np.load(shard)["items"]
+    pictures = [np.stack([animals[k], items[k], places[k]]).astype(np.float32) for k in range(2)]
+    assert seen[0].shape == (2, 3, side, side)
+    assert all(any(np.array_equal(m.numpy(), p) for p in pictures) for m in seen[0])
+
+    with pytest.raises(SystemExit, match="start a new run"):  # a layout run does not resume with the flag
+        train_unet.main()
+    monkeypatch.setattr(sys, "argv", ["train_unet.py", "export", "-o", str(tmp_path / "x.gguf")])
+    with pytest.raises(SystemExit, match="reads layout masks"):
+        train_unet.main()

@@ -57,15 +57,19 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
            latent_size: int | tuple[int, int] | None = None, below: float = 0.0, low_cfg: float = 1.0,
            above: float | None = None, high_cfg: float = 1.0,
            contrast: tuple[cutecpp.model.Context, np.ndarray] | None = None, contrast_scale: float = 1.0,
-           contrast_max_sigma: float = np.inf, start: tuple[np.ndarray, float] | None = None) -> np.ndarray:
+           contrast_max_sigma: float = np.inf, start: tuple[np.ndarray, float] | None = None,
+           unet=None) -> np.ndarray:
     """Context.sample's latents [C, h, w] with `low_cfg` in place of cfg at the steps whose sigma < `below`
     and `high_cfg` at those whose sigma > `above` (None: the bundle's guidance_max_sigma, if any).
     `contrast` = (context, its cond): at the steps whose sigma <= `contrast_max_sigma` the output gains
     `contrast_scale` x (ctx's prediction for `cond` - that context's prediction for its cond).
     `start` = (latent [C, h, w], S), flow_euler only: skip the steps whose sigma is above S and start the
     others from the latent noised to the first one's sigma, (1 - sigma) latent + sigma noise (S at or
-    above the first sigma: exactly the usual start; below every sigma but 0: the latent itself)."""
+    above the first sigma: exactly the usual start; below every sigma but 0: the latent itself).
+    `unet(latents [B, C, h, w], timesteps [B], contexts [B, T, D])`: another network in place of ctx's
+    UNet (tools/layout_score.py's); ctx still gives the bundle's schedule and the contrast's default."""
     model = ctx.model
+    unet_fn = unet or ctx.unet
     defaults = model.sampling
     sampler = sampler or defaults["default_sampler"]
     if sampler not in PLAIN_SAMPLERS:
@@ -102,11 +106,11 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
         if scale != 1.0:
             if both is None:
                 raise ValueError(f"guidance scale {scale} at step {i} needs the unconditional context")
-            pred = ctx.unet(np.stack([latent, latent]), np.array([t, t]), both)
+            pred = unet_fn(np.stack([latent, latent]), np.array([t, t]), both)
             conditional = pred[1]
             out = pred[0] + np.float32(scale) * (pred[1] - pred[0])
         else:
-            out = conditional = ctx.unet(latent[None], np.array([t]), cond[None])[0]
+            out = conditional = unet_fn(latent[None], np.array([t]), cond[None])[0]
         if contrast is not None and contrast_scale != 0.0 and sigma <= contrast_max_sigma:
             other_ctx, other_cond = contrast
             other = other_ctx.unet(latent[None], np.array([t]), other_cond[None])[0]
@@ -135,7 +139,34 @@ def contrast_for(pipe: cutecpp.Pipeline, text: str, *, weak: cutecpp.model.Conte
     return weak, weak.align(pipe.encoder.encode(prompt.encoder_text.split()))
 
 
-class RenderStarts:
+class DatasetIndex:
+    """Each scored prompt's dataset picture: `install` makes eval_quality's prompt lists (judge.score's
+    dataset_prompts) note (index, split) of each prompt they list, and `render` draws that picture."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, tuple[int, str]] = {}  # prompt -> (dataset index, split), as scoring listed them
+
+    def listed(self, prompts: list[dict], split: str) -> list[dict]:
+        for p in prompts:
+            self.index.setdefault(p["prompt"], (p["index"], split))
+        return prompts
+
+    def install(self) -> None:
+        import judge.score
+
+        listed = judge.score.dataset_prompts
+        judge.score.dataset_prompts = lambda *a, **kw: self.listed(
+            listed(*a, **kw), kw.get("split", a[5] if len(a) > 5 else "heldout"))
+
+    def render(self, prompt: str, size: int):
+        """(PIL image, labels) of the prompt's dataset picture at `size` pixels."""
+        from make_dataset import render
+
+        index, split = self.index[prompt]
+        return render(index, split, size)
+
+
+class RenderStarts(DatasetIndex):
     """--from-render's start latents: each scored prompt's own dataset render as the UNet's latent [C, h, w],
     the training encoder's (`train_unet.py prepare`'s encode_latents, so the latents the UNet trained on),
     normalised per channel by the bundle's decoder statistics (`fit_encoder.raw_latent_stats`)."""
@@ -143,23 +174,16 @@ class RenderStarts:
     def __init__(self, autoencoder: str | Path) -> None:
         from latent_encoder import load_autoencoder
 
+        super().__init__()
         self.ae = load_autoencoder(str(autoencoder)).requires_grad_(False)
-        self.index: dict[str, tuple[int, str]] = {}  # prompt -> (dataset index, split), as scoring listed them
         self.stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def listed(self, prompts: list[dict], split: str) -> list[dict]:
-        for p in prompts:
-            self.index.setdefault(p["prompt"], (p["index"], split))
-        return prompts
 
     def latent(self, prompt: str, bundle: str | Path) -> np.ndarray:
         import cute_mini
         from fit_encoder import raw_latent_stats
-        from make_dataset import render
         from train_unet import encode_latents
 
-        index, split = self.index[prompt]
-        image, _ = render(index, split, cute_mini.IMAGE_SIZE)
+        image, _ = self.render(prompt, cute_mini.IMAGE_SIZE)
         z = encode_latents(self.ae, [np.asarray(image, np.float32).transpose(2, 0, 1) / 127.5 - 1.0])[0]
         config = self.ae.config  # encode_latents applies the autoencoder's scaling; the statistics are raw
         raw = z.astype(np.float32) / np.float32(config.scaling_factor) + np.float32(config.shift_factor)
@@ -204,16 +228,13 @@ def main(argv: list[str] | None = None) -> None:
     starts = None
     if args.from_render is not None:
         import cute_mini
-        import judge.score
 
         folder = args.autoencoder or cute_mini.TRAIN_DIR / "autoencoder-export"
         try:
             starts = RenderStarts(folder)
         except (OSError, ValueError) as exc:
             parser.error(f"--from-render: the training autoencoder {folder}: {exc}")
-        listed = judge.score.dataset_prompts
-        judge.score.dataset_prompts = lambda *a, **kw: starts.listed(
-            listed(*a, **kw), kw.get("split", a[5] if len(a) > 5 else "heldout"))
+        starts.install()
 
     def generate(pipe, prompt, *more, **kw):
         current.update(pipe=pipe, prompt=prompt)

@@ -185,17 +185,20 @@ def prepare(args) -> None:
         path = TRAIN_DIR / "latents" / f"shard-{shard // SHARD:05d}.npz"
         if path.exists():
             continue
-        images, texts, items = [], [], []
+        images, texts, items, animals, places = [], [], [], [], []
         for i in range(shard, min(shard + SHARD, args.n)):
             image, labels = render(i, split="train", size=cute_mini.IMAGE_SIZE, seed=args.seed)
             images.append(np.asarray(image, np.float32).transpose(2, 0, 1) / 127.5 - 1.0)
             texts.append(labels["encoder_text"])
             items.append(item_mask(labels["boxes"], cute_mini.IMAGE_SIZE))
+            animals.append(item_mask(labels["boxes"], cute_mini.IMAGE_SIZE, "animal"))
+            places.append(item_mask(labels["boxes"], cute_mini.IMAGE_SIZE, "place"))
             state = _state_path(labels["encoder_text"])
             if not state.exists():
                 _save_npy_atomic(state, encoder.encode(labels["encoder_text"].split()).astype(np.float16))
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-            np.savez(f, latents=encode_latents(ae, images), texts=np.array(texts), items=np.stack(items))
+            np.savez(f, latents=encode_latents(ae, images), texts=np.array(texts), items=np.stack(items),
+                     animals=np.stack(animals), places=np.stack(places))
         os.replace(f.name, path)
         done = min(shard + SHARD, args.n)
         print(f"prepared {done}/{args.n} ({(time.time() - started) / 60:.1f} min)", file=sys.stderr)
@@ -243,6 +246,11 @@ class Data:
         side = cute_mini.LATENT_SIZE
         self.items = np.concatenate([p["items"] if "items" in p.files else np.zeros((len(p["texts"]), side, side),
                                                                                       np.uint8) for p in parts])
+        # the layout masks (animal, item, place boxes) of `train --layout`: shards prepared since 2026-12-07
+        self.layout = None
+        if all("animals" in p.files for p in parts):
+            self.layout = np.stack([np.concatenate([p[key] for p in parts]) for key in ("animals", "items", "places")],
+                                   axis=1)
         self.states: dict[str, np.ndarray] = {}
 
     def picture_weights(self, animal_weights: dict[str, float]) -> np.ndarray:
@@ -274,7 +282,8 @@ class Data:
         return self.states[text]
 
     def batch(self, rng: np.random.Generator, n: int, p: np.ndarray | None = None):
-        """n pictures drawn with replacement: uniformly, or with probabilities p (picture_weights)."""
+        """n pictures drawn with replacement: uniformly, or with probabilities p (picture_weights): (latents,
+        padded text states, their mask, item masks, layout masks [n, 3, 32, 32] or None without them)."""
         idx = rng.integers(0, len(self.latents), n) if p is None else rng.choice(len(self.latents), n, p=p)
         states = [self.state(str(self.texts[i])) if rng.random() >= DROP_CAPTION
                   else np.zeros((1, cute_mini.TEXT_HIDDEN), np.float16) for i in idx]
@@ -284,7 +293,8 @@ class Data:
         for k, s in enumerate(states):
             padded[k, : len(s)] = s
             mask[k, : len(s)] = True
-        return self.latents[idx].astype(np.float32), padded, mask, self.items[idx].astype(np.float32)
+        layout = None if self.layout is None else self.layout[idx].astype(np.float32)
+        return self.latents[idx].astype(np.float32), padded, mask, self.items[idx].astype(np.float32), layout
 
 
 def make_models(unet_config: dict | None = None):
@@ -295,14 +305,17 @@ def make_models(unet_config: dict | None = None):
     return UNet2DConditionModel(**(unet_config or cute_mini.UNET)), Alignment(cute_mini.ALIGNMENT)
 
 
-def train_step(unet, align, opt, params, x0, noise, s, states, mask, weight, bf16: bool):
+def train_step(unet, align, opt, params, x0, noise, s, states, mask, weight, bf16: bool, layout=None):
     """One optimiser step on a batch: rectified flow at noise levels s (the UNet predicts noise - x0), the
     squared error weighted per latent pixel by `weight` and normalised so the loss keeps the scale of
-    the plain mean. Returns (plain mean squared error: what the log shows, comparable across runs and
-    weights; the weighted loss)."""
+    the plain mean. `layout`: masks the UNet reads beside the noised latent (tools/layout_unet.py).
+    Returns (plain mean squared error: what the log shows, comparable across runs and weights; the
+    weighted loss)."""
     import torch
 
     xs = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * noise
+    if layout is not None:
+        xs = torch.cat([xs, layout], dim=1)
     with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=bf16):
         ctx = align(states, mask)
         pred = unet(xs, s * 1000, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
@@ -400,7 +413,7 @@ def train(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = Data()
     # A new UNet shape: only at a run's start.
-    grows = args.widen > 1 or args.attention_level is not None or args.transformer_layers is not None
+    grows = args.widen > 1 or args.attention_level is not None or args.transformer_layers is not None or args.layout
     step = 0
     st, states = None, None
     if ckpt.exists():
@@ -409,14 +422,15 @@ def train(args) -> None:
             raise SystemExit(f"{ckpt} was trained on other latent statistics than {TRAIN_DIR / 'latents'}: "
                              "move one of them away")
         if grows:
-            raise SystemExit(f"--widen, --attention-level and --transformer-layers start a new run: {ckpt} exists "
-                             f"(move {out} away first)")
+            raise SystemExit(f"--widen, --attention-level, --transformer-layers and --layout start a new run: {ckpt} "
+                             f"exists (move {out} away first)")
         config, states, step = st.get("unet_config", cute_mini.UNET), st, int(st["step"])
         print(f"resumed at step {step}", file=sys.stderr)
     elif args.init:
         config, states = init_weights(args.init, device)
     elif grows:
-        raise SystemExit("--widen, --attention-level and --transformer-layers need --init: the weights to start from")
+        raise SystemExit("--widen, --attention-level, --transformer-layers and --layout need --init: the weights to "
+                         "start from")
     else:
         config = cute_mini.UNET
     if args.widen > 1:  # Net2Net: a wider UNet that computes (nearly) what the narrow one did
@@ -443,6 +457,22 @@ def train(args) -> None:
                 raise SystemExit(f"--transformer-layers: {e}") from None
         print(f"transformer blocks per level: {deep['transformer_layers_per_block']}", file=sys.stderr)
         config = deep
+    if args.layout:  # the layout masks beside the latent, read through zero weights at first
+        from layout_unet import add_layout_inputs
+
+        for key in ("unet", "ema_unet"):
+            try:
+                with_layout, states[key] = add_layout_inputs(dict(config), states[key])
+            except ValueError as e:
+                raise SystemExit(f"--layout: {e}") from None
+        print("the UNet reads the layout masks (animal, item, place) beside its latent", file=sys.stderr)
+        config = with_layout
+    from layout_unet import reads_layout
+
+    layout = reads_layout(config)
+    if layout and data.layout is None:
+        raise SystemExit(f"this UNet reads layout masks, but shards in {TRAIN_DIR / 'latents'} were prepared without "
+                         "them: prepare them again (move those shards away)")
     settings = run_settings(args, st)
     shift, item_weight = settings["train_shift"], settings["item_weight"]
     animal_weights = run_sample_weights(args, st)
@@ -469,7 +499,7 @@ def train(args) -> None:
     with open(out / "log.csv", "a", newline="") as log:
         writer = csv.writer(log)
         while step < args.steps:
-            x0, states, mask, items = data.batch(rng, args.batch, p)
+            x0, states, mask, items, masks = data.batch(rng, args.batch, p)
             x0 = torch.from_numpy(x0).to(device)
             states, mask = torch.from_numpy(states).to(device), torch.from_numpy(mask).to(device)
             noise = torch.randn(x0.shape, generator=rng_t).to(device)
@@ -478,7 +508,8 @@ def train(args) -> None:
                 g["lr"] = args.lr * min(1.0, (step + 1) / 1000)
             # Items (a hat is a few latent pixels) count item_weight times per pixel.
             w = 1 + (item_weight - 1) * torch.from_numpy(items).to(device)[:, None]
-            mse, loss = train_step(unet, align, opt, params, x0, noise, s, states, mask, w, args.bf16)
+            masks = torch.from_numpy(masks).to(device) if layout else None
+            mse, loss = train_step(unet, align, opt, params, x0, noise, s, states, mask, w, args.bf16, layout=masks)
             step += 1
             update_ema(ema_params, params, min(args.ema, (1 + step) / (10 + step)))
             if step % args.log_every == 0:
@@ -519,13 +550,17 @@ def decoder_folder(autoencoder: str | Path, stats: dict | None, folder: Path) ->
 
 def export(args) -> None:
     import torch
+    from layout_unet import reads_layout
 
     from cutecpp.convert import convert
     from cutecpp.encoder_build import QWEN_CODER_05B
 
+    st = torch.load(args.checkpoint or run_checkpoint(), map_location="cpu", weights_only=True)
+    if reads_layout(st.get("unet_config", cute_mini.UNET)):
+        raise SystemExit("this UNet reads layout masks, which cutecpp's core does not give it: "
+                         "score it with tools/layout_score.py instead")
     _check_autoencoder(args.autoencoder)  # the encoder must be the one whose latents trained the UNet
     _warn_if_not_the_shipped_decoder(args.autoencoder)
-    st = torch.load(args.checkpoint or run_checkpoint(), map_location="cpu", weights_only=True)
     unet, align = make_models(st.get("unet_config"))
     unet.load_state_dict(st["ema_unet"])
     align.load_state_dict(st["ema_align"])
@@ -609,6 +644,9 @@ def main() -> int:
             s.add_argument("--transformer-layers", type=per_level, default=None, metavar="N,N,N",
                            help="with --init: transformer blocks in each level's attentions (diffusers' "
                            "transformer_layers_per_block), the added ones starting as identity (tools/deepen_unet.py)")
+            s.add_argument("--layout", action="store_true",
+                           help="with --init: a UNet that also reads where the animals, accessories and place are "
+                           "(masks beside the latent, read through zero weights at first: tools/layout_unet.py)")
             s.add_argument("--widen-noise", type=float, default=0.01,
                            help="noise on the widened weights, relative to each tensor's spread (parts the copies)")
         if name == "export":
