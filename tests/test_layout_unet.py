@@ -39,11 +39,14 @@ def test_layout_inputs_start_as_the_unet_they_grow_from():
     t, ctx = torch.tensor([300.0, 800.0]), torch.randn(2, 5, SMALL["cross_attention_dim"])
     with torch.no_grad():
         want = unet(x, t, encoder_hidden_states=ctx).sample
-        got = grown(torch.cat([x, masks], 1), t, encoder_hidden_states=ctx).sample
+        got = grown(layout_unet.unet_input(x, masks), t, encoder_hidden_states=ctx).sample
         assert torch.equal(got, want)  # the masks' weights are zero: nothing changes
-        grown.conv_in.weight[:, -1] += 0.1  # ... until they are not: then the place mask is read
-        moved = grown(torch.cat([x, masks], 1), t, encoder_hidden_states=ctx).sample
+        grown.conv_in.weight[:, -1] += 0.01  # ... until they are not: then the place mask is read, at MASK_VALUE
+        moved = grown(layout_unet.unet_input(x, masks), t, encoder_hidden_states=ctx).sample
+        grown.conv_in.weight[:, -1] += 0.01 * (layout_unet.MASK_VALUE - 1)  # the same change, read at 1
+        by_hand = grown(torch.cat([x, masks], 1), t, encoder_hidden_states=ctx).sample
     assert (moved - want).abs().max() > 1e-3
+    torch.testing.assert_close(moved, by_hand)
     with pytest.raises(ValueError, match="already reads 3 channels"):
         layout_unet.add_layout_inputs(config, state)
     with pytest.raises(ValueError, match="not a latent with or without"):

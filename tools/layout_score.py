@@ -62,12 +62,13 @@ class TorchNetworks:
     def unet(self, latents: np.ndarray, timesteps: np.ndarray, contexts: np.ndarray,
              masks: np.ndarray | None = None) -> np.ndarray:
         import torch
+        from layout_unet import unet_input
 
         x = torch.from_numpy(np.asarray(latents, np.float32))
         if self.layout:
             if masks is None:
                 raise ValueError("this UNet reads layout masks: give them")
-            x = torch.cat([x, torch.from_numpy(masks).expand(len(x), *masks.shape)], dim=1)
+            x = unet_input(x, torch.from_numpy(masks).expand(len(x), *masks.shape))
         with torch.no_grad():
             return self.unet_module(x, torch.from_numpy(np.asarray(timesteps, np.float32)),
                              encoder_hidden_states=torch.from_numpy(np.asarray(contexts, np.float32))).sample.numpy()

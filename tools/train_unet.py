@@ -9,8 +9,9 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
 ~/.cache/cutecpp/train/autoencoder-export). State lives in ~/.cache/cutecpp/train/ (CUTECPP_TRAIN_DIR):
 
 - `latents/shard-NNNNN.npz`: latents already scaled for the UNet (float16 [n, 16, 32, 32]), each
-  picture's `encoder_text` (the canonical prompt words: `cutecpp.prompt.parse_prompt(caption)`) and
-  `items` (uint8 [n, 32, 32]: the latent pixels under an item's box, for `train --item-weight`).
+  picture's `encoder_text` (the canonical prompt words: `cutecpp.prompt.parse_prompt(caption)`),
+  `items` (uint8 [n, 32, 32]: the latent pixels under an item's box, for `train --item-weight`) and, in
+  shards prepared since 2026-12-07, `animals` and `places` alike (with `items`, the masks of `--layout`).
 - `latents/autoencoder.json`: the sha256 of the encoder that made them; prepare and export refuse
   another one (the UNet learns that encoder's latent space). Export ships the folder's decoder, and
   says so when it is not the working tree's shipped one (tools/fit_decoder.py fine-tunes that alone).
@@ -31,7 +32,10 @@ Needs an exported autoencoder (tools/train_autoencoder.py --export DIR; default
   trains a UNet twice as wide that starts out computing what X's did (tools/widen_unet.py);
   `--init X --attention-level 0` one that also reads the prompt at its 32x32 level, likewise starting
   as X (tools/add_attention.py); `--init X --transformer-layers 1,2,2` one with two transformer blocks
-  in each attention of its two lower levels, the added ones starting as identity (tools/deepen_unet.py).
+  in each attention of its two lower levels, the added ones starting as identity (tools/deepen_unet.py);
+  `--init X --layout` one that also reads where the animals, accessories and place are (three masks
+  beside the latent, through zero weights at first: tools/layout_unet.py; an experiment that export
+  refuses, since the core gives a UNet no masks: tools/layout_score.py scores it).
   The checkpoint records the UNet's config, which export uses.
 
 Training (matching cutecpp's flow_euler sampler and diffusers' FlowMatchEulerDiscreteScheduler):
@@ -315,7 +319,9 @@ def train_step(unet, align, opt, params, x0, noise, s, states, mask, weight, bf1
 
     xs = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * noise
     if layout is not None:
-        xs = torch.cat([xs, layout], dim=1)
+        from layout_unet import unet_input
+
+        xs = unet_input(xs, layout)
     with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=bf16):
         ctx = align(states, mask)
         pred = unet(xs, s * 1000, encoder_hidden_states=ctx, encoder_attention_mask=mask).sample
