@@ -16,7 +16,8 @@ render of another training picture of the same kind (`--layout other`: as many a
 go where the prompt's go, the same place; what a planner picking from a library of the dataset's layouts
 would give). Either is a diagnostic: a product has no render, so a layout
 UNet needs a layout planner before it can draw (docs/cute-mini-history.md, section 27).
-Prompts without their dataset index (`--prompts FILE`) are refused for a layout UNet.
+Prompts without their dataset index (`--prompts FILE`) are refused for a layout UNet. The summary and
+the JSONL name the bundle's model id, not the checkpoint: keep the files apart by their names.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class TorchNetworks:
         self.unet_module, self.align_module = make_models(self.config)
         self.unet_module.load_state_dict(st["ema_unet"])
         self.align_module.load_state_dict(st["ema_align"])
-        self.unet_module.eval(), self.align_module.eval()
+        self.unet_module.eval()
+        self.align_module.eval()
         self.layout = reads_layout(self.unet_module.config)
         self.step = int(st["step"])
 
@@ -70,8 +72,9 @@ class TorchNetworks:
                 raise ValueError("this UNet reads layout masks: give them")
             x = unet_input(x, torch.from_numpy(masks).expand(len(x), *masks.shape))
         with torch.no_grad():
-            return self.unet_module(x, torch.from_numpy(np.asarray(timesteps, np.float32)),
-                             encoder_hidden_states=torch.from_numpy(np.asarray(contexts, np.float32))).sample.numpy()
+            t = torch.from_numpy(np.asarray(timesteps, np.float32))
+            contexts = torch.from_numpy(np.asarray(contexts, np.float32))
+            return self.unet_module(x, t, encoder_hidden_states=contexts).sample.numpy()
 
 
 class OtherLayouts:
