@@ -21,8 +21,9 @@ import torch
 LAYOUT_KINDS = ("animal", "item", "place")
 # A mask's 1 as the UNet reads it. The masks' conv_in weights start at zero and Adam moves each weight by
 # about the learning rate a step, whatever its gradient, so a larger input makes the masks' part of the
-# output grow as many times faster: at 1, 400 steps from the bundle (lr 1e-4 after warm-up) took those
-# weights to 1/50 of the latent's (mean |w| 8e-4 against 0.039).
+# output grow as many times faster: at 1, the first 400 steps from the bundle (lr warming up towards 1e-4)
+# took those weights to a mean |w| of 5-9e-4, against the latent's 0.039. A run trained at another value
+# reads wrongly at this one (the checkpoint does not record it).
 MASK_VALUE = 10.0
 
 
