@@ -31,7 +31,6 @@ import numpy as np
 
 import cutecpp
 import cutecpp.model
-from cutecpp.prompt import parse_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,8 +45,7 @@ class TorchNetworks:
 
         torch.set_num_threads(threads)
         st = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        self.config = st.get("unet_config")
-        self.unet_module, self.align_module = make_models(self.config)
+        self.unet_module, self.align_module = make_models(st.get("unet_config"))
         self.unet_module.load_state_dict(st["ema_unet"])
         self.align_module.load_state_dict(st["ema_align"])
         self.unet_module.eval()
@@ -143,17 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     original_generate = cutecpp.Pipeline.generate
 
     def generate(pipe, prompt, *more, **kw):
-        current.update(pipe=pipe, prompt=prompt)
+        current.update(prompt=prompt)
         return original_generate(pipe, prompt, *more, **kw)
 
     def patched(ctx, cond, uncond=None, *, seed, steps=None, sampler=None, cfg=None, latent_size=None,
                 progress=None):
-        pipe, prompt = current["pipe"], current["prompt"]
-        words = parse_prompt(prompt, rules=pipe.rules, vocab=pipe.vocab).encoder_text.split()
-        cond = nets.align(pipe.encoder.encode(words))
-        if uncond is not None:
-            nothing = nets.align(np.zeros((1, pipe.encoder.hidden_size), np.float32))
-            uncond = np.repeat(nothing, len(cond), axis=0)
+        prompt = current["prompt"]
         masks = None
         if nets.layout:
             if prompt not in index.index:
@@ -165,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                       unet=lambda x, t, c: nets.unet(x, t, c, masks))
 
     cutecpp.Pipeline.generate = generate
+    cutecpp.model.Context.align = lambda ctx, states: nets.align(states)  # the pipeline's cond and uncond
     cutecpp.model.Context.sample = patched
     sys.argv = ["eval_quality.py", *rest]
     try:
