@@ -45,6 +45,8 @@ def _print_model(info: dict[str, Any]) -> None:
     for name, comp in sections.items():
         click.echo(f"{name}:")
         for key, value in comp.items():
+            if isinstance(value, list) and len(value) > 12:  # the verifier's labels: a count and a glimpse
+                value = f"{len(value)}: {', '.join(map(str, value[:4]))}, ..., {value[-1]}"
             click.echo(f"  {key}: {value}")
 
 
@@ -232,11 +234,14 @@ def _output_paths(output: str | None, fmt: str | None, count: int, seed: int) ->
               help="Picture format (default: from -o, else webp).")
 @click.option("--count", type=click.IntRange(1, 100), default=1, show_default=True,
               help="How many pictures (seeds N, N+1, ...).")
+@click.option("--candidates", type=click.IntRange(1, 16),
+              help="Start this many seeds and finish the one the model's verifier finds the prompt in most surely "
+                   "(default: the model's; 1: the seed alone).")
 @click.option("--no-cache", is_flag=True, help="Always draw; neither read nor write the picture cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print metadata and timings as JSON.")
 def generate(prompt: tuple[str, ...], output: str | None, seed: int | None, steps: int | None, sampler: str | None,
              cfg: float | None, size: int | None, threads: int | None, model: str | None, fmt: str | None,
-             count: int, no_cache: bool, as_json: bool) -> None:
+             count: int, candidates: int | None, no_cache: bool, as_json: bool) -> None:
     """Draw PROMPT, e.g. cutecpp generate "小熊 穿蓝裤子 冰山上 笑" -o bear.webp
 
     Prints the picture's path (one line per picture) on stdout.
@@ -264,7 +269,8 @@ def generate(prompt: tuple[str, ...], output: str | None, seed: int | None, step
             bar = _Bar(f"drawing {path.name}")
             try:
                 res = pipe.generate(text_prompt, seed=seed + i, steps=steps, sampler=sampler, cfg=cfg, size=size,
-                                    progress=lambda step, n, bar=bar: bar.update(step, n), use_cache=not no_cache)
+                                    progress=lambda step, n, bar=bar: bar.update(step, n), use_cache=not no_cache,
+                                    candidates=candidates)
             finally:
                 bar.close()
             res.save(path, fmt)

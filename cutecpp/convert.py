@@ -485,6 +485,35 @@ def alignment_keys(config: dict[str, Any]) -> KeyValues:
     return keys
 
 
+VERIFIER_CLASS = "Verifier"
+VERIFIER_SETTINGS = ("in_channels", "labels", "block_out_channels", "num_blocks", "act_fn")
+
+
+def verifier_keys(config: dict[str, Any]) -> KeyValues:
+    """The cutecpp.verifier.* keys for a Verifier config.json dict (tools/train_verifier.py export): the latent
+    channels it reads, its label names and its EncoderTiny's stages (one channel count repeated)."""
+    _check_class(config, VERIFIER_CLASS)
+    unknown = sorted(k for k in config if not k.startswith("_") and k not in VERIFIER_SETTINGS)
+    if unknown:
+        raise ConvertError(f"unknown {VERIFIER_CLASS} setting(s) {', '.join(unknown)}")
+    missing = [k for k in VERIFIER_SETTINGS if k not in config]
+    if missing:
+        raise ConvertError(f"missing {VERIFIER_CLASS} setting(s) {', '.join(missing)}")
+    labels = _list("labels", config["labels"])
+    if not all(isinstance(v, str) for v in labels):
+        raise ConvertError(f"labels = {config['labels']!r}: expected a list of strings")
+    if config["act_fn"] != "relu":
+        raise ConvertError(f"act_fn = {config['act_fn']!r}: cutecpp's verifier implements relu only")
+    p = "cutecpp.verifier."
+    return {
+        p + "in_channels": (U32, _u32("in_channels", config["in_channels"]), None),
+        p + "labels": (ARR, labels, STR),
+        p + "block_out_channels": (ARR, _u32_list("block_out_channels", config["block_out_channels"]), U32),
+        p + "num_blocks": (ARR, _u32_list("num_blocks", config["num_blocks"]), U32),
+        p + "act_fn": (STR, "relu", None),
+    }
+
+
 # --- the sampling section ------------------------------------------------------------------------
 
 F64 = GGUFValueType.FLOAT64
@@ -493,11 +522,14 @@ F64 = GGUFValueType.FLOAT64
 SAMPLING_SETTINGS = ("prediction", "num_train_timesteps", "beta_schedule", "beta_start", "beta_end",
                      "timestep_spacing", "steps_offset", "flow_shift", "default_sampler", "default_steps",
                      "default_cfg")
-SAMPLING_OPTIONAL = ("guidance_max_sigma",)  # steps with a higher sigma are unguided (absent: none)
+# guidance_max_sigma: steps with a higher sigma are unguided (absent: none); candidates and verify_sigma
+# (together): best of that many seeds, compared by the verifier at that sigma (absent: one seed).
+SAMPLING_OPTIONAL = ("guidance_max_sigma", "candidates", "verify_sigma")
 SAMPLING_PREFIX = "cutecpp.sampling."
 SAMPLING_TYPES = {"prediction": STR, "num_train_timesteps": U32, "beta_schedule": STR, "beta_start": F64,
                   "beta_end": F64, "timestep_spacing": STR, "steps_offset": U32, "flow_shift": F64,
-                  "default_sampler": STR, "default_steps": U32, "default_cfg": F32, "guidance_max_sigma": F32}
+                  "default_sampler": STR, "default_steps": U32, "default_cfg": F32, "guidance_max_sigma": F32,
+                  "candidates": U32, "verify_sigma": F32}
 
 # The training-schedule settings of diffusers' discrete-time schedulers, with their __init__
 # defaults in diffusers 0.42 (checked by the tests); the spacing default differs per class.
@@ -892,6 +924,8 @@ PARTS = {
     "vae_encoder": _Part("expected a diffusers AutoencoderKL folder such as <model>/vae", vae_encoder_keys,
                          ("encoder.", "quant_conv."), ("decoder.", "post_quant_conv.")),
     "alignment": _Part("expected an alignment folder written by tools/alignment_ref.py", alignment_keys, ("",)),
+    "verifier": _Part("expected a verifier folder written by tools/train_verifier.py export", verifier_keys,
+                      ("encoder.",)),
 }
 
 # Checkpoints saved before diffusers 0.14 name the VAE's attention layers the old way; diffusers
@@ -951,13 +985,15 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
             unet: str | os.PathLike[str] | None = None, tiny_decoder: str | os.PathLike[str] | None = None,
             vae: str | os.PathLike[str] | None = None, alignment: str | os.PathLike[str] | None = None,
             sampling: dict[str, Any] | None = None, text_encoder: dict[str, Any] | None = None,
-            name: str | None = None, license: str | None = None, encoders: bool = False) -> Summary:
+            name: str | None = None, license: str | None = None, encoders: bool = False,
+            verifier: str | os.PathLike[str] | None = None) -> Summary:
     """Converts diffusers model folders into one bundle at `out_path`, one component per folder given.
 
     unet: a UNet2DConditionModel folder (component `unet`); tiny_decoder: an AutoencoderTiny
     folder (`tiny_decoder`, decoder half only); vae: an AutoencoderKL folder (`vae_decoder`:
     post_quant_conv and the decoder); alignment: a folder written by tools/alignment_ref.py
-    (`alignment`). Each folder holds config.json and diffusion_pytorch_model.safetensors.
+    (`alignment`); verifier: a folder written by tools/train_verifier.py export (`verifier`). Each
+    folder holds config.json and diffusion_pytorch_model.safetensors.
     encoders: also store the autoencoders' encoder halves (`tiny_encoder` from the tiny_decoder
     folder, `vae_encoder` from the vae folder: the encoder and quant_conv), for img2img; their
     latents are in the decoders' latent space (the same scaling, inverted).
@@ -969,7 +1005,8 @@ def convert(out_path: str | os.PathLike[str], dtype: str, model_id: str, *,
     if dtype not in DTYPES:
         raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     folders = {"unet": unet, "tiny_decoder": tiny_decoder, "tiny_encoder": tiny_decoder if encoders else None,
-               "vae_decoder": vae, "vae_encoder": vae if encoders else None, "alignment": alignment}
+               "vae_decoder": vae, "vae_encoder": vae if encoders else None, "alignment": alignment,
+               "verifier": verifier}
     given = {component: Path(folder) for component, folder in folders.items() if folder is not None}
     if not given:
         raise ConvertError("nothing to convert: give a UNet, tiny decoder, VAE or alignment folder (at least one)")
@@ -1002,10 +1039,13 @@ def convert_unet(folder: str | os.PathLike[str], out_path: str | os.PathLike[str
 
 
 def copy_with_sampling(src: str | os.PathLike[str], out_path: str | os.PathLike[str], model_id: str,
-                       changes: dict[str, Any], name: str | None = None) -> None:
+                       changes: dict[str, Any], name: str | None = None, *,
+                       verifier: str | os.PathLike[str] | None = None, dtype: str = "f16") -> None:
     """Copies bundle `src` to `out_path` with the sampling settings in `changes` (None removes an
     optional one) and a new model id (and general.name, if given); every other key and every
     tensor's bytes as they are. For a new sampling recipe of trained networks (tools/set_sampling.py).
+    `verifier`: a verifier folder (tools/train_verifier.py export) that becomes the copy's verifier
+    component (replacing one it had), its tensors stored as `dtype`.
     The copy is loaded back before it replaces `out_path`, as a conversion is.
     """
     from gguf import GGUFReader
@@ -1035,6 +1075,18 @@ def copy_with_sampling(src: str | os.PathLike[str], out_path: str | os.PathLike[
     if name is not None:
         keys[Keys.General.NAME] = (STR, name, None)
     keys.update(sampling_keys(sampling))
-    plan = [_Copied(t.name, GGMLQuantizationType(t.tensor_type), tuple(int(d) for d in reversed(t.shape)), t.data)
-            for t in reader.tensors]
+    plan: list = [_Copied(t.name, GGMLQuantizationType(t.tensor_type), tuple(int(d) for d in reversed(t.shape)),
+                          t.data) for t in reader.tensors]
+    if verifier is not None:
+        if dtype not in DTYPES:
+            raise ConvertError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        folder = Path(verifier)
+        config_path, weights_path = _model_files(folder, PARTS["verifier"].hint)
+        keys = {k: v for k, v in keys.items() if not k.startswith("cutecpp.verifier.")}
+        keys.update(_read_keys(config_path, PARTS["verifier"].keys))
+        components = [c for c in keys["cutecpp.components"][1] if c != "verifier"]
+        keys["cutecpp.components"] = (ARR, [*components, "verifier"], STR)
+        plan = [t for t in plan if not t.name.startswith("verifier.")]
+        plan += _plan("verifier", _select("verifier", read_safetensors(weights_path), weights_path), dtype,
+                      weights_path)
     _write_verified(Path(out_path), keys, plan)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ._binding import check, ffi, lib, text
-from .sampling import Progress, run_with_progress, sample_params
+from .errors import InvalidArgumentError
+from .sampling import Progress, run_with_progress, sample_params, set_best_of
 
 
 class Model:
@@ -49,6 +51,7 @@ class Context:
         check(lib.cutecpp_context_init(model._handle, params, out))
         self._model = model  # keeps the model alive while the context exists
         self._handle = ffi.gc(out[0], lib.cutecpp_context_free)
+        self.last_candidate = 0  # the candidate k the last sample() kept (seed + k * 2^32)
 
     @property
     def model(self) -> Model:
@@ -109,7 +112,9 @@ class Context:
 
     def sample(self, cond: np.ndarray, uncond: np.ndarray | None = None, *, seed: int, steps: int | None = None,
                sampler: str | None = None, cfg: float | None = None,
-               latent_size: int | tuple[int, int] | None = None, progress: Progress | None = None) -> np.ndarray:
+               latent_size: int | tuple[int, int] | None = None, progress: Progress | None = None,
+               candidates: int | None = None, verify_labels: Sequence[int] = (),
+               verify_sigma: float | None = None) -> np.ndarray:
         """Text to latents: the whole denoising loop (cutecpp_sample in cutecpp.h) -> [C, h, w].
 
         cond, uncond: UNet contexts [T, cross_attention_dim] (or [1, T, D]); uncond may be None
@@ -120,11 +125,23 @@ class Context:
         progress(step, steps) runs after each step: returning False raises CancelledError, an
         exception it raises stops the run and propagates; the context stays usable either way.
         The same arguments give the same bits, for any thread count.
+
+        candidates (None: the bundle's cutecpp.sampling.candidates, else 1): best of that many seeds,
+        seed + k * 2^32 for k = 0, 1, ... (mod 2^64): each runs to the first step whose sigma is at most
+        verify_sigma (None: the bundle's), the verifier scores them there on `verify_labels` (indices into
+        its labels: the prompt's animals, items and place) and the best one finishes. `last_candidate` is
+        then the chosen k: the latents are exactly those of seed + k * 2^32 with one candidate.
         """
         unet = self._component("unet")
         width = unet["cross_attention_dim"]
         states = [self._context_states(name, x, width) for name, x in (("cond", cond), ("uncond", uncond))]
         params = sample_params(seed=seed, steps=steps, sampler=sampler, cfg=cfg, latent_size=latent_size)
+        labels = np.ascontiguousarray(np.asarray(verify_labels, dtype=np.int64).reshape(-1), dtype=np.int32)
+        if len(labels) and (labels.min() < 0 or labels.max() >= 2**31 - 1):
+            raise InvalidArgumentError(f"verify_labels must be label indices, got {list(verify_labels)!r}")
+        c_labels = ffi.from_buffer("int32_t[]", labels) if len(labels) else ffi.NULL
+        chosen = ffi.new("int32_t *", 0)
+        set_best_of(params, candidates, verify_sigma, c_labels, len(labels), chosen)
         h = unet["sample_size"] if params.latent_height == -1 else params.latent_height
         w = unet["sample_size"] if params.latent_width == -1 else params.latent_width
         # A size the core refuses gets a placeholder buffer: the refusal, not a huge allocation.
@@ -134,7 +151,27 @@ class Context:
         run_with_progress(params, progress, lambda: lib.cutecpp_sample(
             self._handle, c_cond, n_cond, c_uncond, n_uncond, params,
             ffi.from_buffer("float[]", out, require_writable=True)))
+        self.last_candidate = int(chosen[0])
         return out
+
+    def verify(self, latents: np.ndarray, sigmas) -> np.ndarray:
+        """The verifier's logits [n, labels] for latents [n, C, h, w] (or [C, h, w]: [labels]) in the UNet's
+        space at noise levels `sigmas` (one number, or [n]); the labels are
+        Model.info["config"]["components"]["verifier"]["labels"]."""
+        ver = self._component("verifier")
+        latents = np.asarray(latents)
+        if not np.issubdtype(latents.dtype, np.floating):
+            raise ValueError(f"expected floating-point latents, got {latents.dtype}")
+        if latents.ndim not in (3, 4) or latents.shape[-3] != ver["in_channels"]:
+            raise ValueError(f"expected latents [{ver['in_channels']}, h, w] or [n, {ver['in_channels']}, h, w], "
+                             f"got {latents.shape}")
+        batch = np.ascontiguousarray(latents[None] if latents.ndim == 3 else latents, dtype=np.float32)
+        n, _, h, w = batch.shape
+        sig = np.ascontiguousarray(np.broadcast_to(np.asarray(sigmas, dtype=np.float32), (n,)))
+        out = np.empty((n, len(ver["labels"])), dtype=np.float32)
+        check(lib.cutecpp_verify(self._handle, ffi.from_buffer("float[]", batch), ffi.from_buffer("float[]", sig),
+                                 n, h, w, ffi.from_buffer("float[]", out, require_writable=True)))
+        return out if latents.ndim == 4 else out[0]
 
     @staticmethod
     def _context_states(name: str, states: np.ndarray | None, width: int):

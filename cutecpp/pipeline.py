@@ -53,6 +53,8 @@ class Result:
     timings: dict[str, float]
     cached: bool = False
     notices: tuple[str, ...] = ()
+    candidates: int = 1  # seeds drawn to the verifier's check (best of several: Pipeline.generate)
+    candidate: int = 0   # the k kept: the picture is that of seed + k * 2^32 with one candidate
     _encoded: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
@@ -62,6 +64,7 @@ class Result:
             "prompt": self.prompt.original, "understood": self.prompt.encoder_text, "seed": self.seed,
             "steps": self.steps, "sampler": self.sampler, "cfg": self.cfg, "size": self.size,
             "model": self.model_id,
+            **({"candidates": self.candidates, "candidate": self.candidate} if self.candidates > 1 else {}),
         }
 
     def encoded(self, fmt: str = "webp") -> bytes:
@@ -127,6 +130,8 @@ class Pipeline:
         # Cached pictures are keyed on the bundle's bytes, not only its id: a bundle rewritten in
         # place under the same id (a retrained candidate) must not be served the old one's pictures.
         self._model_digest = _file_sha256(model.info["path"]) if cache is not None else ""
+        # The verifier's label index of each vocabulary entry it knows ("animal:bear" -> k).
+        self._labels = {name: k for k, name in enumerate(comps.get("verifier", {}).get("labels", ()))}
         self._lock = threading.Lock()
 
     @classmethod
@@ -194,30 +199,65 @@ class Pipeline:
     def default_size(self) -> int:
         return int(self.sampling.get("default_size", 512))
 
+    def candidates(self, candidates: int | None) -> int:
+        """How many seeds a picture is chosen from: `candidates`, or the bundle's default (1 without one)."""
+        n = self.sampling.get("candidates", 1) if candidates is None else candidates
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 16:
+            raise InvalidArgumentError(f"candidates must be 1..16, got {n!r}")
+        if n > 1 and not self._labels:
+            raise InvalidArgumentError(f"{n} candidates need a verifier to choose among them; model {self.model_id} "
+                                       "has none (use 1)")
+        if n > 1 and "verify_sigma" not in self.sampling:
+            raise InvalidArgumentError(f"model {self.model_id} sets no verify_sigma (cutecpp.sampling.verify_sigma): "
+                                       "it cannot choose among candidates")
+        return int(n)
+
+    def verify_labels(self, prompt: Prompt) -> list[int]:
+        """The verifier's label indices of the prompt's animals, items and place (those it knows)."""
+        found = []
+        for word in prompt.encoder_text.split():
+            entry = self.vocab.lookup(word)
+            k = None if entry is None else self._labels.get(f"{entry.category}:{entry.id}")
+            if k is not None and k not in found:
+                found.append(k)
+        return found
+
     def generate(self, prompt: str, seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                  cfg: float | None = None, size: int | None = None, progress: StepProgress | None = None,
-                 use_cache: bool = True) -> Result:
+                 use_cache: bool = True, candidates: int | None = None) -> Result:
         """One picture. Raises PromptError for a prompt the model cannot draw (with a friendly
-        message), InvalidArgumentError for bad settings, CancelledError when `progress` says stop."""
+        message), InvalidArgumentError for bad settings, CancelledError when `progress` says stop.
+
+        candidates (None: the bundle's default): draw the seeds seed + k * 2^32 (k = 0 .. candidates - 1,
+        mod 2^64: never another seed below 2^32) to the verifier's check and finish the one it finds the
+        prompt's animals, items and place in most surely (Result.candidate = k); progress then counts
+        every candidate's steps."""
         t0 = time.perf_counter()
         parsed = parse_prompt(prompt, rules=self.rules, vocab=self.vocab)
         steps, sampler, cfg, size = self.settings(steps, sampler, cfg, size)
+        candidates = self.candidates(candidates)
+        labels = self.verify_labels(parsed) if candidates > 1 else []
+        if not labels:  # nothing the verifier could look for: one seed, as without it
+            candidates = 1
         if seed is None:
             seed = secrets.randbits(32)
         if not 0 <= int(seed) < 2**64:
             raise InvalidArgumentError(f"seed must be 0..2^64-1, got {seed}")
         seed = int(seed)
+        # One candidate keeps the key it had before best-of existed (cached pictures stay valid).
+        best_of = {"candidates": candidates} if candidates > 1 else {}
         key = picture_key(model=self.model_id, model_sha256=self._model_digest, prompt=parsed.key, seed=seed,
-                          steps=steps, sampler=sampler, cfg=cfg, size=size)
+                          steps=steps, sampler=sampler, cfg=cfg, size=size, **best_of)
         made = dict(prompt=parsed, seed=seed, steps=steps, sampler=sampler, cfg=cfg, size=size,
-                    model_id=self.model_id, notices=tuple(parsed.notices))
+                    model_id=self.model_id, notices=tuple(parsed.notices), candidates=candidates)
         if use_cache and self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                data, _ = hit
+                data, meta = hit
                 with Image.open(io.BytesIO(data)) as img:
                     rgb = img.convert("RGB")
-                return Result(rgb, timings={"total": (time.perf_counter() - t0) * 1000}, cached=True, **made)
+                return Result(rgb, timings={"total": (time.perf_counter() - t0) * 1000}, cached=True,
+                              candidate=int(meta.get("candidate", 0)), **made)
 
         with self._lock:
             t1 = time.perf_counter()
@@ -231,14 +271,16 @@ class Pipeline:
                 uncond = np.repeat(nothing, len(cond), axis=0)
             t2 = time.perf_counter()
             latents = self.context.sample(cond, uncond, seed=seed, steps=steps, sampler=sampler, cfg=cfg,
-                                          latent_size=(size // self.factor, size // self.factor), progress=progress)
+                                          latent_size=(size // self.factor, size // self.factor), progress=progress,
+                                          candidates=candidates, verify_labels=labels)
+            candidate = self.context.last_candidate
             t3 = time.perf_counter()
             pixels = self._decode(latents[None])
             t4 = time.perf_counter()
         img = picture.to_image(pixels)
         timings = {"text": (t2 - t1) * 1000, "denoise": (t3 - t2) * 1000, "decode": (t4 - t3) * 1000}
         timings["total"] = (time.perf_counter() - t0) * 1000
-        res = Result(img, timings=timings, **made)
+        res = Result(img, timings=timings, candidate=candidate, **made)
         if use_cache and self.cache is not None:
             # Cached losslessly: a hit re-encodes to whatever format the caller asks for.
             self.cache.put(key, res.encoded("png"), res.meta)

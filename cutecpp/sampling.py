@@ -125,6 +125,22 @@ def sample_params(*, seed: int, steps: int | None, sampler: str | None, cfg: flo
     return params
 
 
+def set_best_of(params, candidates: int | None, verify_sigma: float | None, labels, n_labels: int, chosen) -> None:
+    """Fills a cutecpp_sample_params' best-of fields (None: the bundle's); `labels`, `chosen` stay the caller's."""
+    if candidates is not None:
+        if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or not 1 <= candidates <= 16:
+            raise InvalidArgumentError(f"candidates must be 1..16, got {candidates!r}")
+        params.candidates = int(candidates)
+    if verify_sigma is not None:
+        if isinstance(verify_sigma, bool) or not isinstance(verify_sigma, (int, float, np.floating, np.integer)) \
+                or not (math.isfinite(verify_sigma) and verify_sigma >= 0):
+            raise InvalidArgumentError(f"verify_sigma must be a number >= 0, got {verify_sigma!r}")
+        params.verify_sigma = float(verify_sigma)
+    params.verify_labels = labels
+    params.n_verify_labels = n_labels
+    params.out_candidate = chosen
+
+
 def schedule(model: Model, sampler: str, steps: int) -> dict[str, Any]:
     """A sampler's schedule for the bundle's training schedule (cutecpp_sampler_schedule), for tests and tools.
 

@@ -29,6 +29,7 @@ from cutecpp.convert import (
     unet_keys,
     vae_decoder_keys,
     vae_encoder_keys,
+    verifier_keys,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -367,3 +368,40 @@ def pipeline_bundle(model_id: str, encoder_sha: str, *, layers: int, default_ste
     b.kv.update(sampling_keys(dict(SAMPLING_CONFIGS[sampling], default_steps=default_steps, **sampling_changes)))
     b.kv.update(text_encoder_keys({"sha256": encoder_sha, "layers": layers}))
     return b
+
+
+def tools_module(name: str) -> ModuleType:
+    """A module of tools/ (imported with tools/ on the path, as the tools import each other)."""
+    tools = str(ROOT / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    return importlib.import_module(name)
+
+
+def make_verifier(labels: list[str], in_channels: int = 4, widths: tuple[int, ...] = (8, 8, 8), seed: int = 0,
+                  scale: float = 0.3):
+    """tools/verifier.py's network with random weights (normal, `scale`: its own initialisation starts
+    every block as the identity and every label at the prior, too plain a function to test against)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = tools_module("verifier").Verifier(len(labels), in_channels=in_channels, widths=widths,
+                                              num_blocks=(1,) * len(widths))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, scale)
+    return model.eval()
+
+
+def with_verifier(bundle: Bundle, model, labels: list[str]) -> Bundle:
+    """A copy of `bundle` (tensors shared) with `model` (make_verifier) as its verifier component."""
+    config = {"_class_name": "Verifier", "in_channels": model.config["in_channels"], "labels": labels,
+              "block_out_channels": model.config["widths"], "num_blocks": model.config["num_blocks"],
+              "act_fn": "relu"}
+    out = Bundle(kv=dict(bundle.kv), tensors=dict(bundle.tensors), architecture=bundle.architecture)
+    out.kv.update(verifier_keys(config))
+    components = [c for c in out.kv["cutecpp.components"][1] if c != "verifier"]
+    out.kv["cutecpp.components"] = (GGUFValueType.ARRAY, [*components, "verifier"], GGUFValueType.STRING)
+    for key, tensor in model.state_dict().items():
+        out.tensors[tensor_name("verifier", key)] = tensor.detach().numpy().astype(np.float32)
+    return out

@@ -58,7 +58,7 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
            above: float | None = None, high_cfg: float = 1.0,
            contrast: tuple[cutecpp.model.Context, np.ndarray] | None = None, contrast_scale: float = 1.0,
            contrast_max_sigma: float = np.inf, start: tuple[np.ndarray, float] | None = None,
-           unet=None) -> np.ndarray:
+           unet=None, trace=None) -> np.ndarray:
     """Context.sample's latents [C, h, w] with `low_cfg` in place of cfg at the steps whose sigma < `below`
     and `high_cfg` at those whose sigma > `above` (None: the bundle's guidance_max_sigma, if any).
     `contrast` = (context, its cond): at the steps whose sigma <= `contrast_max_sigma` the output gains
@@ -67,7 +67,8 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
     others from the latent noised to the first one's sigma, (1 - sigma) latent + sigma noise (S at or
     above the first sigma: exactly the usual start; below every sigma but 0: the latent itself).
     `unet(latents [B, C, h, w], timesteps [B], contexts [B, T, D])`: another network in place of ctx's
-    UNet (tools/layout_score.py's); ctx still gives the bundle's schedule and the contrast's default."""
+    UNet (tools/layout_score.py's); ctx still gives the bundle's schedule and the contrast's default.
+    `trace(i, x, out)`, if given, sees each step i's sample before the step and the (guided) output."""
     model = ctx.model
     unet_fn = unet or ctx.unet
     defaults = model.sampling
@@ -115,6 +116,8 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
             other_ctx, other_cond = contrast
             other = other_ctx.unet(latent[None], np.array([t]), other_cond[None])[0]
             out = out + np.float32(contrast_scale) * (conditional - other)
+        if trace is not None:
+            trace(i, x, out)
         x = sampling.sampler_step(model, sampler, steps, i, out, x)
     return x
 

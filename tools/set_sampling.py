@@ -3,11 +3,13 @@
 
     python tools/set_sampling.py IN.gguf OUT.gguf --model-id cute-mini-0.13 --set guidance_max_sigma=0.85
     python tools/set_sampling.py IN.gguf OUT.gguf --model-id X --set default_steps=12 --unset guidance_max_sigma
+    python tools/set_sampling.py IN.gguf OUT.gguf --model-id X --verifier DIR --set candidates=2 --set verify_sigma=0.46
 
 Every other key and every tensor's bytes stay as they are, so the networks draw what they drew, only
 sampled another way (a new model id: the picture cache must not mix the two). Settings and their
 values: docs/bundle-format.md, section `cutecpp.sampling`. The copy is loaded back with cutecpp's
-loader before it replaces OUT. Errors are one line on stderr, exit 1.
+loader before it replaces OUT. --verifier DIR (tools/train_verifier.py export) adds a verifier component, or
+replaces the one there, for best-of-several sampling. Errors are one line on stderr, exit 1.
 """
 
 from __future__ import annotations
@@ -45,16 +47,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="a sampling setting to write (repeatable)")
     parser.add_argument("--unset", choices=SAMPLING_OPTIONAL, action="append", default=[],
                         help="an optional sampling setting to remove (repeatable)")
+    parser.add_argument("--verifier", type=Path, help="a verifier folder (tools/train_verifier.py export) to add")
+    parser.add_argument("--dtype", default="f16", help="the verifier's tensor type (default f16)")
     args = parser.parse_args(argv)
-    if not args.set and not args.unset:
-        parser.error("nothing to change: give --set KEY=VALUE or --unset KEY")
+    if not args.set and not args.unset and args.verifier is None:
+        parser.error("nothing to change: give --set KEY=VALUE, --unset KEY or --verifier DIR")
     changes = {**dict(args.set), **dict.fromkeys(args.unset)}
     try:
-        copy_with_sampling(args.source, args.output, args.model_id, changes, name=args.name)
+        copy_with_sampling(args.source, args.output, args.model_id, changes, name=args.name, verifier=args.verifier,
+                           dtype=args.dtype)
     except (ConvertError, CutecppError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.output}: {args.model_id}, sampling " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+    added = f", verifier from {args.verifier}" if args.verifier else ""
+    print(f"{args.output}: {args.model_id}, sampling " + ", ".join(f"{k}={v}" for k, v in changes.items()) + added)
     return 0
 
 

@@ -156,6 +156,12 @@ CUTECPP_API cutecpp_status cutecpp_vae_encode(struct cutecpp_context * ctx,
 CUTECPP_API cutecpp_status cutecpp_align(struct cutecpp_context * ctx, const float * states, int32_t n,
                                          int32_t n_tokens, float * out);
 
+// Latents to verifier logits (needs a verifier component, docs/bundle-format.md):
+//   latents [n, C, height, width] in the UNet's space (sides multiples of its downscale), sigmas [n]
+//   their noise levels -> out [n, labels], one logit per label (cutecpp_model_info_json names them).
+CUTECPP_API cutecpp_status cutecpp_verify(struct cutecpp_context * ctx, const float * latents, const float * sigmas,
+                                          int32_t n, int32_t height, int32_t width, float * out);
+
 // Debugging and parity tests: with tracing on, evaluations keep the output of
 // every block ("unet.conv_in", "unet.down_blocks.0", ..., "unet.mid_block",
 // "unet.up_blocks.0", ..., "unet.conv_out"; the decoders: "tiny_decoder.decoder.layers.<i>",
@@ -163,6 +169,7 @@ CUTECPP_API cutecpp_status cutecpp_align(struct cutecpp_context * ctx, const flo
 // "vae_decoder.decoder.up_blocks.<i>", "vae_decoder.decoder.conv_out"; the encoders:
 // "tiny_encoder.encoder.layers.<i>", "vae_encoder.encoder.conv_in", "vae_encoder.encoder.down_blocks.<i>",
 // "vae_encoder.encoder.mid_block", "vae_encoder.encoder.conv_out", "vae_encoder.quant_conv",
+// the verifier: "verifier.encoder.layers.<i>", "verifier.logits";
 // all before the latent scaling; the alignment module:
 // "alignment.proj_in", "alignment.blocks.<i>", "alignment.proj_out"); cutecpp_context_trace_get copies
 // one into out (C order; shape gets [n, C, H, W], or [1, n, T, C] for token
@@ -194,8 +201,8 @@ enum cutecpp_sampler {
 // NULL for an unknown value (so 0, 1, ... until NULL lists them all).
 CUTECPP_API const char * cutecpp_sampler_name(int32_t sampler);
 
-// Called after each step with the number of steps done (1..n_steps); returning
-// false stops the run, which then returns CUTECPP_ERR_CANCELLED.
+// Called after each step with the number of steps done (1..n_steps; with candidates, every
+// candidate's steps count); returning false stops the run, which then returns CUTECPP_ERR_CANCELLED.
 typedef bool (*cutecpp_progress_callback)(int32_t step, int32_t n_steps, void * user_data);
 
 struct cutecpp_sample_params {
@@ -207,9 +214,20 @@ struct cutecpp_sample_params {
     int32_t latent_width;
     cutecpp_progress_callback progress;  // may be NULL
     void *  progress_user_data;
+    // Best of several seeds (needs a verifier component): candidate k is the run of seed + k * 2^32
+    // (mod 2^64); each runs to the first step whose sigma is at most verify_sigma, the verifier
+    // scores them there and the one most surely holding every label of verify_labels (indices
+    // into the verifier's labels, the prompt's animals, items and place) runs the remaining steps.
+    // The result is exactly that seed's latents from a run with candidates 1.
+    int32_t candidates;            // 1..16; -1: the bundle's cutecpp.sampling.candidates (absent: 1)
+    float   verify_sigma;          // NAN: the bundle's cutecpp.sampling.verify_sigma
+    const int32_t * verify_labels; // n_verify_labels indices; needed when candidates > 1
+    int32_t n_verify_labels;
+    int32_t * out_candidate;       // may be NULL; set to the chosen k on success
 };
 
-// sampler -1, steps -1, cfg_scale NAN, seed 0, latent size -1 x -1, no callback.
+// sampler -1, steps -1, cfg_scale NAN, seed 0, latent size -1 x -1, no callback, candidates -1,
+// verify_sigma NAN, no labels, no out_candidate.
 CUTECPP_API struct cutecpp_sample_params cutecpp_sample_default_params(void);
 
 // Text to latents: the whole denoising loop with the bundle's UNet.

@@ -223,6 +223,14 @@ cutecpp_status cutecpp_align(struct cutecpp_context * ctx, const float * states,
     });
 }
 
+cutecpp_status cutecpp_verify(struct cutecpp_context * ctx, const float * latents, const float * sigmas, int32_t n,
+                              int32_t height, int32_t width, float * out) {
+    return guard([&] {
+        if (!ctx || !latents || !sigmas || !out) fail(CUTECPP_ERR_INVALID_ARGUMENT, "cutecpp_verify: NULL argument");
+        ctx->verify(latents, sigmas, n, height, width, out);
+    });
+}
+
 int32_t cutecpp_context_n_threads(const struct cutecpp_context * ctx) { return ctx ? ctx->n_threads : 0; }
 
 const char * cutecpp_sampler_name(int32_t sampler) { return sampler_name(sampler); }
@@ -237,6 +245,11 @@ struct cutecpp_sample_params cutecpp_sample_default_params(void) {
     p.latent_width = -1;
     p.progress = nullptr;
     p.progress_user_data = nullptr;
+    p.candidates = -1;
+    p.verify_sigma = NAN;
+    p.verify_labels = nullptr;
+    p.n_verify_labels = 0;
+    p.out_candidate = nullptr;
     return p;
 }
 

@@ -28,6 +28,9 @@ constexpr uint32_t kMaxSampleSize = 1024;
 constexpr uint32_t kMaxAlignmentLayers = 32;
 constexpr uint32_t kMaxFeedForwardMult = 8;
 constexpr size_t kMaxIdLength = 256;
+constexpr size_t kMaxVerifierLabels = 4096;
+constexpr size_t kMaxLabelLength = 64;
+constexpr uint32_t kMaxCandidates = 16;
 
 [[noreturn]] void bad_value(const std::string & key, const std::string & why) {
     fail(CUTECPP_ERR_UNSUPPORTED, "key '" + key + "': " + why);
@@ -227,6 +230,30 @@ TinyEncoderConfig read_tiny_encoder(const GGUFFile & f) {
     return c;
 }
 
+VerifierConfig read_verifier(const GGUFFile & f) {
+    const std::string p = "cutecpp.verifier.";
+    VerifierConfig c;
+    c.in_channels = u32_in(f, p + "in_channels", 1, kMaxLatentChannels);
+    c.labels = f.get_string_array(p + "labels");
+    if (c.labels.empty() || c.labels.size() > kMaxVerifierLabels) {
+        bad_value(p + "labels", "needs 1 to " + std::to_string(kMaxVerifierLabels) + " labels, got " +
+                                    std::to_string(c.labels.size()));
+    }
+    std::vector<std::string> sorted = c.labels;
+    std::sort(sorted.begin(), sorted.end());
+    for (size_t i = 0; i < sorted.size(); ++i) {
+        if (sorted[i].empty() || sorted[i].size() > kMaxLabelLength) bad_value(p + "labels", "each label must be 1 to 64 bytes");
+        if (i > 0 && sorted[i] == sorted[i - 1]) bad_value(p + "labels", "lists '" + sorted[i] + "' twice");
+    }
+    one_of(f, p + "act_fn", {"relu"});
+    c.body.in_channels = c.in_channels + 1;
+    c.body.latent_channels = static_cast<uint32_t>(c.labels.size());
+    c.body.block_out_channels = f.get_u32_array(p + "block_out_channels");
+    c.body.num_blocks = f.get_u32_array(p + "num_blocks");
+    check_tiny_stages(p, c.body.block_out_channels, c.body.num_blocks, "EncoderTiny");
+    return c;
+}
+
 VaeEncoderConfig read_vae_encoder(const GGUFFile & f) {
     const std::string p = "cutecpp.vae_encoder.";
     VaeEncoderConfig c;
@@ -339,6 +366,13 @@ SamplingConfig read_sampling(const GGUFFile & f) {
         }
         c.guidance_max_sigma = sigma;
     }
+    if (f.has(p + "candidates") || f.has(p + "verify_sigma")) {  // optional, together: best of several seeds
+        c.candidates = u32_in(f, p + "candidates", 1, kMaxCandidates);
+        c.verify_sigma = f.get_f32(p + "verify_sigma");
+        if (!(std::isfinite(c.verify_sigma) && c.verify_sigma >= 0.0f)) {
+            bad_value(p + "verify_sigma", "must be a finite number >= 0");
+        }
+    }
     try {  // the defaults must make a schedule (lcm: at most 50 steps, ...)
         make_schedule(c, static_cast<Sampler>(sampler), static_cast<int>(c.default_steps));
     } catch (const Error & e) {
@@ -413,9 +447,11 @@ BundleConfig read_config(const GGUFFile & f) {
             c.vae_encoder = read_vae_encoder(f);
         } else if (comp == "alignment") {
             c.alignment = read_alignment(f);
+        } else if (comp == "verifier") {
+            c.verifier = read_verifier(f);
         } else {
             bad_value("cutecpp.components", "unknown component '" + comp +
-                                                "' (supported: unet, tiny_decoder, vae_decoder, tiny_encoder, vae_encoder, alignment)");
+                                                "' (supported: unet, tiny_decoder, vae_decoder, tiny_encoder, vae_encoder, alignment, verifier)");
         }
     }
     if (c.tiny_encoder && c.tiny_decoder) {
@@ -427,7 +463,15 @@ BundleConfig read_config(const GGUFFile & f) {
                    c.vae_decoder->latent_channels, c.vae_decoder->scaling);
     }
 
+    if (c.verifier && c.unet && c.verifier->in_channels != c.unet->in_channels) {
+        bad_value("cutecpp.verifier.in_channels", "is " + std::to_string(c.verifier->in_channels) + " but the unet's latents have " +
+                                                      std::to_string(c.unet->in_channels) + " channels");
+    }
     if (has_keys(f, kSamplingPrefix)) c.sampling = read_sampling(f);
+    if (c.sampling && c.sampling->candidates.value_or(1) > 1 && !c.verifier) {
+        bad_value("cutecpp.sampling.candidates", "is " + std::to_string(*c.sampling->candidates) +
+                                                     ", but the bundle has no verifier component to choose among them");
+    }
     if (has_keys(f, kTextEncoderPrefix)) c.text_encoder = read_text_encoder(f);
 
     // Strict: a cutecpp.* key this build does not read is a file from another
@@ -449,6 +493,7 @@ TensorShapes expected_tensors(const BundleConfig & config) {
     if (config.tiny_encoder) add_tiny_encoder_tensors(*config.tiny_encoder, "tiny_encoder.", out);
     if (config.vae_encoder) add_vae_encoder_tensors(*config.vae_encoder, "vae_encoder.", out);
     if (config.alignment) add_alignment_tensors(*config.alignment, "alignment.", out);
+    if (config.verifier) add_verifier_tensors(*config.verifier, "verifier.", out);
     return out;
 }
 
@@ -545,6 +590,16 @@ std::string config_json(const BundleConfig & c) {
             {"norm_eps", num(a.norm_eps)},
         }));
     }
+    if (c.verifier) {
+        const VerifierConfig & v = *c.verifier;
+        comps.emplace_back("verifier", object({
+            {"in_channels", u(v.in_channels)},
+            {"labels", array(v.labels, s)},
+            {"block_out_channels", array(v.body.block_out_channels, u)},
+            {"num_blocks", array(v.body.num_blocks, u)},
+            {"act_fn", str("relu")},
+        }));
+    }
     std::vector<std::pair<std::string, std::string>> top = {
         {"format_version", u(c.format_version)},
         {"model_id", str(c.model_id)},
@@ -569,6 +624,10 @@ std::string config_json(const BundleConfig & c) {
         };
         if (g.guidance_max_sigma) {  // optional: only where the bundle has it, as it is written
             fields.emplace_back("guidance_max_sigma", num_exact(*g.guidance_max_sigma, /*single=*/true));
+        }
+        if (g.candidates) {
+            fields.emplace_back("candidates", u(*g.candidates));
+            fields.emplace_back("verify_sigma", num_exact(g.verify_sigma, /*single=*/true));
         }
         top.emplace_back("sampling", object(fields));
     }

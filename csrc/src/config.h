@@ -148,6 +148,11 @@ struct SamplingConfig {
     // Steps whose sigma is above this run the prompt alone (unguided: one UNet evaluation of
     // batch 1); absent: every step is guided. Finite, >= 0.
     std::optional<float> guidance_max_sigma;
+    // Best of several seeds (docs/bundle-format.md): cutecpp_sample draws `candidates` seeds to the first
+    // step whose sigma is at most verify_sigma, keeps the one the verifier finds the asked labels in
+    // most surely, and finishes it. Absent: 1 candidate; above 1 needs a verifier component.
+    std::optional<uint32_t> candidates;  // 1..16
+    float verify_sigma = 0.0f;           // finite, >= 0; in the file exactly when candidates is
 };
 
 // The text encoder a model was trained with (cutecpp.text_encoder.*), optional as a whole:
@@ -155,6 +160,16 @@ struct SamplingConfig {
 struct TextEncoderConfig {
     std::string sha256;   // of the source GGUF, 64 lowercase hex digits
     uint32_t layers = 0;  // blocks kept, 1..1024; the states are the final norm of the last one
+};
+
+// A latent verifier (tools/verifier.py): diffusers' EncoderTiny over the latent and its noise level
+// (in_channels + 1 channels: the sigma filled in as the last one) to one map per label, whose largest
+// value is the label's logit. `body` is that EncoderTiny (in_channels + 1 in, labels.size() out; no
+// latent scaling).
+struct VerifierConfig {
+    uint32_t in_channels = 0;         // the latent channels it reads (the UNet's)
+    std::vector<std::string> labels;  // 1..4096 distinct names, "category:id" for cute-mini
+    TinyEncoderConfig body;
 };
 
 struct BundleConfig {
@@ -169,6 +184,7 @@ struct BundleConfig {
     std::optional<TinyEncoderConfig> tiny_encoder;
     std::optional<VaeEncoderConfig> vae_encoder;
     std::optional<AlignmentConfig> alignment;
+    std::optional<VerifierConfig> verifier;
     std::optional<SamplingConfig> sampling;  // present when the file has cutecpp.sampling.* keys
     std::optional<TextEncoderConfig> text_encoder;  // present when it has cutecpp.text_encoder.* keys
 };
@@ -190,6 +206,7 @@ void add_vae_decoder_tensors(const VaeDecoderConfig & c, const std::string & pre
 void add_tiny_encoder_tensors(const TinyEncoderConfig & c, const std::string & prefix, TensorShapes & out);
 void add_vae_encoder_tensors(const VaeEncoderConfig & c, const std::string & prefix, TensorShapes & out);
 void add_alignment_tensors(const AlignmentConfig & c, const std::string & prefix, TensorShapes & out);
+void add_verifier_tensors(const VerifierConfig & c, const std::string & prefix, TensorShapes & out);
 
 std::string config_json(const BundleConfig & config);
 

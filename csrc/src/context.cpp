@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -59,6 +61,7 @@ cutecpp_context::~cutecpp_context() {
     release(tiny_encoder_);
     release(vae_encoder_);
     release(align_);
+    release(verifier_);
     ggml_backend_free(backend_);
 }
 
@@ -271,6 +274,29 @@ void cutecpp_context::align(const float * states, int n, int t, float * out) {
         return build_alignment(ctx, model, in[0], blocks);
     });
     run(align_, {states}, out);
+}
+
+void cutecpp_context::verify(const float * latents, const float * sigmas, int n, int h, int w, float * out) {
+    if (!model.config.verifier) fail(CUTECPP_ERR_INVALID_ARGUMENT, "the model has no verifier component");
+    const VerifierConfig & c = *model.config.verifier;
+    check_batch_and_side(n, h, w, static_cast<int>(c.body.downscale()));
+    // The input as the verifier was trained on it: the latent's channels, then one filled with its sigma.
+    const size_t hw = static_cast<size_t>(h) * w;
+    const size_t latent = c.in_channels * hw;
+    std::vector<float> input(static_cast<size_t>(n) * (latent + hw));
+    for (int k = 0; k < n; ++k) {
+        if (!std::isfinite(sigmas[k]) || sigmas[k] < 0.0f) {
+            fail(CUTECPP_ERR_INVALID_ARGUMENT, "verifier sigmas must be finite and >= 0, got " + std::to_string(sigmas[k]));
+        }
+        float * at = input.data() + k * (latent + hw);
+        std::memcpy(at, latents + k * latent, latent * sizeof(float));
+        std::fill(at + latent, at + latent + hw, sigmas[k]);
+    }
+    plan(verifier_, {n, h, w}, [&](ggml_context * ctx, std::vector<ggml_tensor *> & in, std::vector<ggml_tensor *> & blocks) {
+        in = {ggml_new_tensor_4d(ctx, GGML_TYPE_F32, w, h, c.in_channels + 1, n)};
+        return build_verifier(ctx, model, in[0], blocks);
+    });
+    run(verifier_, {input.data()}, out);
 }
 
 size_t cutecpp_context::trace_get(const std::string & name, float * out, size_t capacity, int64_t shape[4]) const {

@@ -38,6 +38,9 @@ struct cutecpp_context {
     // states [n, t, in_dim] (the text encoder's) -> context [n, t, ctx_dim] for the UNet (C order):
     // the alignment module.
     void align(const float * states, int n, int t, float * out);
+    // latents [n, C, h, w] in the UNet's space (h, w multiples of the verifier's downscale), sigmas [n]
+    // their noise levels -> logits [n, labels] (C order): the verifier (VerifierConfig in config.h).
+    void verify(const float * latents, const float * sigmas, int n, int h, int w, float * out);
 
     // Keep each block's output of the next evaluations for trace_get().
     void set_trace(bool enable) { trace_ = enable; }
@@ -86,6 +89,7 @@ private:
     Planned tiny_encoder_;
     Planned vae_encoder_;
     Planned align_;
+    Planned verifier_;
     const Planned * last_ = nullptr;  // the last evaluation, if it was traced
     bool trace_ = false;
     int profile_ = 0;  // CUTECPP_PROFILE: 1 times each node by op, 2 also by matmul shape

@@ -30,8 +30,6 @@ void walk(const TinyEncoderConfig & c, Visitor && v) {
     v.conv(i++, ch, c.latent_channels, 1);
 }
 
-std::string layer(int i) { return "tiny_encoder.encoder.layers." + std::to_string(i); }
-
 }  // namespace
 
 void add_tiny_encoder_tensors(const TinyEncoderConfig & c, const std::string & prefix, TensorShapes & out) {
@@ -52,13 +50,18 @@ void add_tiny_encoder_tensors(const TinyEncoderConfig & c, const std::string & p
     walk(c, inventory);
 }
 
-ggml_tensor * build_tiny_encoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * image,
-                                 std::vector<ggml_tensor *> & blocks) {
-    const TinyEncoderConfig & c = *model.config.tiny_encoder;
+void add_verifier_tensors(const VerifierConfig & c, const std::string & prefix, TensorShapes & out) {
+    add_tiny_encoder_tensors(c.body, prefix, out);
+}
+
+ggml_tensor * build_encoder_tiny(ggml_context * ctx, const cutecpp_model & model, const TinyEncoderConfig & c,
+                                 const std::string & prefix, ggml_tensor * image, std::vector<ggml_tensor *> & blocks) {
     struct Graph {
         Blocks nn;
+        const std::string & prefix;
         ggml_tensor * x;
         std::vector<ggml_tensor *> & blocks;
+        std::string layer(int i) const { return prefix + "encoder.layers." + std::to_string(i); }
         void keep(int i) {
             ggml_set_name(x, layer(i).c_str());
             blocks.push_back(x);
@@ -79,9 +82,26 @@ ggml_tensor * build_tiny_encoder(ggml_context * ctx, const cutecpp_model & model
         }
     };
     // [-1, 1] -> [0, 1] as EncoderTiny.forward: x / 2 + 0.5 rounds as (x + 1) / 2 does.
-    Graph g{Blocks{ctx, model}, ggml_scale_bias(ctx, image, 0.5f, 0.5f), blocks};
+    Graph g{Blocks{ctx, model}, prefix, ggml_scale_bias(ctx, image, 0.5f, 0.5f), blocks};
     walk(c, g);
     return g.x;
+}
+
+ggml_tensor * build_tiny_encoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * image,
+                                 std::vector<ggml_tensor *> & blocks) {
+    return build_encoder_tiny(ctx, model, *model.config.tiny_encoder, "tiny_encoder.", image, blocks);
+}
+
+ggml_tensor * build_verifier(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * input,
+                             std::vector<ggml_tensor *> & blocks) {
+    ggml_tensor * maps = build_encoder_tiny(ctx, model, model.config.verifier->body, "verifier.", input, blocks);
+    // The largest value of each label's map: max-pooling over the whole map -> [1, 1, labels, N].
+    ggml_tensor * logits = ggml_pool_2d(ctx, maps, GGML_OP_POOL_MAX, static_cast<int>(maps->ne[0]),
+                                        static_cast<int>(maps->ne[1]), static_cast<int>(maps->ne[0]),
+                                        static_cast<int>(maps->ne[1]), 0.0f, 0.0f);
+    ggml_set_name(logits, "verifier.logits");
+    blocks.push_back(logits);
+    return logits;
 }
 
 }  // namespace cutecpp

@@ -18,4 +18,10 @@ namespace cutecpp {
 ggml_tensor * build_tiny_encoder(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * image,
                                  std::vector<ggml_tensor *> & blocks);
 
+// The verifier (VerifierConfig): input [W, H, in_channels + 1, N], the latent with its sigma as the last
+// channel, in [-1, 1] terms as EncoderTiny reads it -> logits [1, 1, labels, N], each label's map's
+// largest value. Traced blocks: "verifier.encoder.layers.<i>" and "verifier.logits".
+ggml_tensor * build_verifier(ggml_context * ctx, const cutecpp_model & model, ggml_tensor * input,
+                             std::vector<ggml_tensor *> & blocks);
+
 }  // namespace cutecpp
