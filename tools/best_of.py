@@ -105,6 +105,19 @@ def tally(records: list[dict]) -> dict:
     return dict(n=len(records), animal=animal, items=found, asked=asked, place=place, all_right=right)
 
 
+def flips(old: list[dict], new: list[dict]) -> str:
+    """What `new` gained and lost against `old`, prompt by prompt: animal, items, place (+gained/-lost)."""
+    out = {"animal": [0, 0], "items": [0, 0], "place": [0, 0]}
+    for a, b in zip(old, new, strict=True):
+        pairs = [("animal", a["check"]["animal"], b["check"]["animal"]),
+                 ("place", a["check"]["place"], b["check"]["place"])]
+        pairs += [("items", v, b["check"]["items"][k]) for k, v in a["check"]["items"].items()]
+        for name, x, y in pairs:
+            out[name][0] += (not x) and y
+            out[name][1] += x and not y
+    return "  ".join(f"{k} +{g}/-{lost}" for k, (g, lost) in out.items())
+
+
 def hits(record: dict) -> int:
     c = record["check"]
     return c["animal"] + c["place"] + sum(c["items"].values())
@@ -138,8 +151,10 @@ def pick(argv: list[str]) -> None:
         if list(run["prompts"]) != list(prompts) or [r["prompt"] for r in recs] != list(prompts):
             parser.error("the runs and JSONL files must hold the same prompts in the same order")
     steps = len(runs[0]["sigmas"])
-    rows = {f"seed run {k}": tally(recs) for k, recs in enumerate(records)}
-    rows["oracle"] = tally([max(c, key=hits) for c in zip(*records, strict=True)])
+    if any(not 0 <= step <= steps for step in args.step):
+        parser.error(f"--step: 0 to {steps} (the runs have {steps} steps; {steps}: the final latents)")
+    picks = {f"seed run {k}": recs for k, recs in enumerate(records)}
+    picks["oracle"] = [max(c, key=hits) for c in zip(*records, strict=True)]
     for step in args.step:
         if step == steps:
             lat = [run["final"] for run in runs]
@@ -154,10 +169,12 @@ def pick(argv: list[str]) -> None:
             words = records[0][k]["settings"]["understood"].split()
             scores = [verifier.asked_score(lg[k], names, words) for lg in logits]
             chosen.append(records[int(np.argmax(scores))][k])
-        rows[f"picked at step {step} (sigma {sig:.2f}, {args.input})"] = tally(chosen)
-    for name, r in rows.items():
+        picks[f"picked at step {step} (sigma {sig:.2f}, {args.input})"] = chosen
+    for name, chosen in picks.items():
+        r = tally(chosen)
         print(f"{name:40s} animal {r['animal']}/{r['n']}  items {r['items']}/{r['asked']} "
-              f"({r['items'] / max(r['asked'], 1):.1%})  place {r['place']}  all right {r['all_right']}")
+              f"({r['items'] / max(r['asked'], 1):.1%})  place {r['place']}  all right {r['all_right']}  "
+              f"against run 0: {flips(records[0], chosen)}")
 
 
 if __name__ == "__main__":

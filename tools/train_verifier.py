@@ -7,7 +7,8 @@
 It reads tools/train_unet.py's prepared latents (`prepare`; normalised per channel as the UNet sees
 them) and their encoder texts, whose words are the exact labels; the last --holdout pictures are never
 trained on and `validate` measures there. Each step noises a batch as the flow does, at sigmas drawn
-uniformly from 0 .. --max-sigma, and flips half of it left to right. Checkpoints (weights, EMA, optimizer)
+uniformly from 0 .. --max-sigma, and flips half of it left to right; --pos-weight weighs the labels that are
+there (few among the 218) more than those that are not. Checkpoints (weights, EMA, optimizer)
 go to ~/.cache/cutecpp/train/verifier/.
 """
 
@@ -74,6 +75,7 @@ def train(args) -> None:
     else:
         ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
+    pos_weight = torch.full((len(names),), float(args.pos_weight))
     rng = np.random.default_rng(args.seed + step)
     gen = torch.Generator().manual_seed(args.seed + step)
     log = (RUN_DIR / "log.csv").open("a", newline="")
@@ -90,7 +92,8 @@ def train(args) -> None:
             g["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             logits = model(noised(xb, sigma, gen), sigma)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(y[idx]))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(y[idx]),
+                                                                    pos_weight=pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--ema", type=float, default=0.998)
     t.add_argument("--max-sigma", type=float, default=0.9)
+    t.add_argument("--pos-weight", type=float, default=1.0, help="weight of the labels present in the loss (rare: "
+                   "each item is in ~1 %% of the pictures)")
     t.add_argument("--bf16", action="store_true", help="bf16 autocast")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed", type=int, default=0)
