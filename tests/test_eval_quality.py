@@ -405,3 +405,56 @@ def test_validation_verdict_needs_enough_renders():
     assert fit({"counts": {"pictures": MIN_PICTURES}, "heads": heads})
     assert not fit({"counts": {"pictures": 64}, "heads": heads})
     assert not fit({"counts": {"pictures": MIN_PICTURES}, "heads": dict(heads, item_recall=BAR - 0.001)})
+
+
+@pytest.fixture()
+def restore_pipeline(monkeypatch):
+    """The tools below patch Pipeline.generate and Context.sample for the run: put them back afterwards."""
+    import cutecpp
+
+    monkeypatch.setattr(cutecpp.Pipeline, "generate", cutecpp.Pipeline.generate)
+    monkeypatch.setattr(cutecpp.model.Context, "sample", cutecpp.model.Context.sample)
+
+
+@pytest.mark.parametrize("tool", ["best_of", "guidance_schedule"])
+def test_tools_drawing_loops_run_through_the_pipeline(tool, tiny_model, tmp_path, restore_pipeline, capsys):
+    """best_of.py record and guidance_schedule.py (whose loops stand in for Context.sample under the Pipeline)
+    score what a plain score does, judged the same; record keeps each prompt's every step."""
+    import best_of
+    import guidance_schedule
+
+    model, encoder = tiny_model
+    jdir = tmp_path / "judge"
+    assert eval_quality.main(["train", "--steps", "0", "--size", str(SIZE), "--dir", str(jdir)]) == 0
+    score = ["score", "--model", str(model), "--text-encoder", str(encoder), "--judge", str(jdir), "--n", "2",
+             "--size", str(SIZE)]
+    assert eval_quality.main([*score, "--jsonl", str(tmp_path / "plain.jsonl")]) == 0
+    if tool == "best_of":
+        best_of.main(["record", "-o", str(tmp_path / "t.npz"), *score, "--jsonl", str(tmp_path / "tool.jsonl")])
+        t = np.load(tmp_path / "t.npz")
+        assert t["x"].shape == t["x0"].shape == (2, 2, 4, 8, 8) and t["final"].shape == (2, 4, 8, 8)
+        assert len(t["sigmas"]) == 2 and list(t["prompts"]) == [
+            json.loads(line)["prompt"] for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
+    else:
+        with pytest.raises(SystemExit) as done:
+            guidance_schedule.main([*score, "--jsonl", str(tmp_path / "tool.jsonl")])
+        assert done.value.code in (0, None)
+    capsys.readouterr()
+    plain, drawn = ([json.loads(line) for line in (tmp_path / f).read_text().splitlines()]
+                    for f in ("plain.jsonl", "tool.jsonl"))
+    assert [r["judged"] for r in drawn] == [r["judged"] for r in plain]
+
+
+def test_tools_drawing_loops_refuse_best_of(tmp_path, micro):
+    """A bundle drawing best of 2 by default: the tools' loops draw one seed, so they say so."""
+    import guidance_schedule
+    from bundles import make_verifier, with_sampling, with_verifier
+
+    import cutecpp
+
+    names = ["animal:bear", "place:iceberg"]
+    b = with_verifier(with_sampling(micro, "flow3", candidates=2, verify_sigma=0.5), make_verifier(names), names)
+    ctx = cutecpp.Context(cutecpp.Model.load(b.write(tmp_path / "b.gguf")), threads=1)
+    with pytest.raises(SystemExit, match="2 candidates: this tool draws one seed"):
+        guidance_schedule.one_seed(ctx, None)
+    guidance_schedule.one_seed(ctx, 1)  # asked for one: fine

@@ -50,7 +50,8 @@ def record(argv: list[str]) -> None:
         return original_generate(pipe, prompt, *more, **kw)
 
     def patched(ctx, cond, uncond=None, *, seed, steps=None, sampler=None, cfg=None, latent_size=None,
-                progress=None):
+                progress=None, candidates=None, verify_labels=(), verify_sigma=None):
+        guidance_schedule.one_seed(ctx, candidates)
         plan = cutecpp.sampling.schedule(ctx.model, sampler or ctx.model.sampling["default_sampler"],
                                          steps or ctx.model.sampling["default_steps"])
         seen_x, seen_x0 = [], []

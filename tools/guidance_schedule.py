@@ -122,6 +122,15 @@ def sample(ctx: cutecpp.model.Context, cond: np.ndarray, uncond: np.ndarray | No
     return x
 
 
+def one_seed(ctx: cutecpp.model.Context, candidates: int | None) -> None:
+    """The tools' loops draw one seed: refuse best of several (a bundle's cutecpp.sampling.candidates or the
+    caller's), whose choice only the core makes."""
+    n = ctx.model.sampling.get("candidates", 1) if candidates is None else candidates
+    if n != 1:
+        raise SystemExit(f"{n} candidates: this tool draws one seed per picture (copy the bundle with "
+                         "tools/set_sampling.py --set candidates=1)")
+
+
 def item_free_words(prompt: Prompt, vocab: Vocabulary) -> list[str]:
     """The prompt's encoder words less those of its accessories: the verbs, colours and items (words of no
     other concept)."""
@@ -244,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         return original_generate(pipe, prompt, *more, **kw)
 
     def patched(ctx, cond, uncond=None, *, seed, steps=None, sampler=None, cfg=None, latent_size=None,
-                progress=None):
+                progress=None, candidates=None, verify_labels=(), verify_sigma=None):
+        one_seed(ctx, candidates)
         contrast = None
         if weak_model is not None and "weak" not in current:  # threaded as the model's own context
             current["weak"] = cutecpp.model.Context(weak_model, threads=ctx.threads)

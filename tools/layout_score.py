@@ -115,7 +115,7 @@ class OtherLayouts:
 
 def main(argv: list[str] | None = None) -> None:
     import cute_mini
-    from guidance_schedule import DatasetIndex, sample
+    from guidance_schedule import DatasetIndex, one_seed, sample
     from layout_unet import layout_masks
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         return original_generate(pipe, prompt, *more, **kw)
 
     def patched(ctx, cond, uncond=None, *, seed, steps=None, sampler=None, cfg=None, latent_size=None,
-                progress=None):
+                progress=None, candidates=None, verify_labels=(), verify_sigma=None):
+        one_seed(ctx, candidates)
         prompt = current["prompt"]
         masks = None
         if nets.layout:
