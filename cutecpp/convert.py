@@ -470,15 +470,20 @@ ALIGNMENT_CLASS = "Alignment"
 ALIGNMENT_SETTINGS = ("in_dim", "dim", "ctx_dim", "layers", "heads", "ff_mult", "norm_eps")
 
 
+def _exact_settings(config: dict[str, Any], class_name: str, settings: tuple[str, ...]) -> None:
+    """A config.json of cutecpp's own classes: that class, exactly these settings (keys with _ aside)."""
+    _check_class(config, class_name)
+    unknown = sorted(k for k in config if not k.startswith("_") and k not in settings)
+    if unknown:
+        raise ConvertError(f"unknown {class_name} setting(s) {', '.join(unknown)}")
+    missing = [k for k in settings if k not in config]
+    if missing:
+        raise ConvertError(f"missing {class_name} setting(s) {', '.join(missing)}")
+
+
 def alignment_keys(config: dict[str, Any]) -> KeyValues:
     """The cutecpp.alignment.* keys for an Alignment config.json dict (tools/alignment_ref.py)."""
-    _check_class(config, ALIGNMENT_CLASS)
-    unknown = sorted(k for k in config if not k.startswith("_") and k not in ALIGNMENT_SETTINGS)
-    if unknown:
-        raise ConvertError(f"unknown {ALIGNMENT_CLASS} setting(s) {', '.join(unknown)}")
-    missing = [k for k in ALIGNMENT_SETTINGS if k not in config]
-    if missing:
-        raise ConvertError(f"missing {ALIGNMENT_CLASS} setting(s) {', '.join(missing)}")
+    _exact_settings(config, ALIGNMENT_CLASS, ALIGNMENT_SETTINGS)
     p = "cutecpp.alignment."
     keys: KeyValues = {p + k: (U32, _u32(k, config[k]), None) for k in ALIGNMENT_SETTINGS if k != "norm_eps"}
     keys[p + "norm_eps"] = (F32, _number("norm_eps", config["norm_eps"]), None)
@@ -492,13 +497,7 @@ VERIFIER_SETTINGS = ("in_channels", "labels", "block_out_channels", "num_blocks"
 def verifier_keys(config: dict[str, Any]) -> KeyValues:
     """The cutecpp.verifier.* keys for a Verifier config.json dict (tools/train_verifier.py export): the latent
     channels it reads, its label names and its EncoderTiny's stages (one channel count repeated)."""
-    _check_class(config, VERIFIER_CLASS)
-    unknown = sorted(k for k in config if not k.startswith("_") and k not in VERIFIER_SETTINGS)
-    if unknown:
-        raise ConvertError(f"unknown {VERIFIER_CLASS} setting(s) {', '.join(unknown)}")
-    missing = [k for k in VERIFIER_SETTINGS if k not in config]
-    if missing:
-        raise ConvertError(f"missing {VERIFIER_CLASS} setting(s) {', '.join(missing)}")
+    _exact_settings(config, VERIFIER_CLASS, VERIFIER_SETTINGS)
     labels = _list("labels", config["labels"])
     if not all(isinstance(v, str) for v in labels):
         raise ConvertError(f"labels = {config['labels']!r}: expected a list of strings")

@@ -248,3 +248,23 @@ def test_cli_candidates(pipeline_paths, tmp_path, monkeypatch):
     assert r.exit_code == 0 and "candidates" not in json.loads(r.stdout)[0]
     r = CliRunner().invoke(cli, ["info", "--model", str(best)])
     assert r.exit_code == 0 and "labels: 218: animal:" in r.stdout
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"_class_name": "Alignment"}, "Verifier"),
+    ({"extra": 1}, "unknown Verifier setting"),
+    ({"labels": None}, "labels"),
+    ({"labels": ["a", 2]}, "list of strings"),
+    ({"act_fn": "silu"}, "relu only"),
+])
+def test_converter_refuses_bad_verifier_configs(change, words):
+    from cutecpp.convert import ConvertError, verifier_keys
+
+    good = {"_class_name": "Verifier", "in_channels": 4, "labels": ["a", "b"], "block_out_channels": [8, 8],
+            "num_blocks": [1, 1], "act_fn": "relu"}
+    assert verifier_keys(good)["cutecpp.verifier.labels"][1] == ["a", "b"]
+    config = {**good, **change}
+    if change.get("labels", 0) is None:
+        del config["labels"]
+    with pytest.raises(ConvertError, match=words):
+        verifier_keys(config)
