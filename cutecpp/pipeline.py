@@ -30,7 +30,8 @@ from .cache import PictureCache, picture_key
 from .errors import InvalidArgumentError, ModelError
 from .model import Context, Model
 from .prompt import Prompt, PromptRules, parse_prompt
-from .vocab import Vocabulary, load_vocabulary
+from .sampling import check_candidates
+from .vocab import Vocabulary, load_vocabulary, verifier_label
 
 StepProgress = Callable[[int, int], Any]
 """progress(step, steps) after each denoising step; returning False cancels (CancelledError)."""
@@ -201,23 +202,20 @@ class Pipeline:
 
     def candidates(self, candidates: int | None) -> int:
         """How many seeds a picture is chosen from: `candidates`, or the bundle's default (1 without one)."""
-        n = self.sampling.get("candidates", 1) if candidates is None else candidates
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 16:
-            raise InvalidArgumentError(f"candidates must be 1..16, got {n!r}")
+        n = check_candidates(self.sampling.get("candidates", 1) if candidates is None else candidates)
+        # Checked here, not left to the core: without a verifier the prompt maps to no labels, and generate
+        # would quietly draw one seed instead.
         if n > 1 and not self._labels:
             raise InvalidArgumentError(f"{n} candidates need a verifier to choose among them; model {self.model_id} "
                                        "has none (use 1)")
-        if n > 1 and "verify_sigma" not in self.sampling:
-            raise InvalidArgumentError(f"model {self.model_id} sets no verify_sigma (cutecpp.sampling.verify_sigma): "
-                                       "it cannot choose among candidates")
-        return int(n)
+        return n
 
     def verify_labels(self, prompt: Prompt) -> list[int]:
         """The verifier's label indices of the prompt's animals, items and place (those it knows)."""
         found = []
         for word in prompt.encoder_text.split():
             entry = self.vocab.lookup(word)
-            k = None if entry is None else self._labels.get(f"{entry.category}:{entry.id}")
+            k = None if entry is None else self._labels.get(verifier_label(entry))
             if k is not None and k not in found:
                 found.append(k)
         return found

@@ -125,12 +125,21 @@ def sample_params(*, seed: int, steps: int | None, sampler: str | None, cfg: flo
     return params
 
 
+MAX_CANDIDATES = 16  # as the core's kMaxCandidates
+
+
+def check_candidates(candidates: Any) -> int:
+    """A candidates count (1..MAX_CANDIDATES) as an int; InvalidArgumentError otherwise."""
+    if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) \
+            or not 1 <= candidates <= MAX_CANDIDATES:
+        raise InvalidArgumentError(f"candidates must be 1..{MAX_CANDIDATES}, got {candidates!r}")
+    return int(candidates)
+
+
 def set_best_of(params, candidates: int | None, verify_sigma: float | None, labels, n_labels: int, chosen) -> None:
     """Fills a cutecpp_sample_params' best-of fields (None: the bundle's); `labels`, `chosen` stay the caller's."""
     if candidates is not None:
-        if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or not 1 <= candidates <= 16:
-            raise InvalidArgumentError(f"candidates must be 1..16, got {candidates!r}")
-        params.candidates = int(candidates)
+        params.candidates = check_candidates(candidates)
     if verify_sigma is not None:
         if isinstance(verify_sigma, bool) or not isinstance(verify_sigma, (int, float, np.floating, np.integer)) \
                 or not (math.isfinite(verify_sigma) and verify_sigma >= 0):

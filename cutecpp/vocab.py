@@ -226,6 +226,11 @@ class Vocabulary:
         return f"Vocabulary({self.source!r}, {counts})"
 
 
+def verifier_label(entry: Entry) -> str:
+    """The name a verifier (tools/verifier.py, a bundle's cutecpp.verifier.labels) gives an entry: 'animal:bear'."""
+    return f"{entry.category}:{entry.id}"
+
+
 @functools.cache
 def load_vocabulary() -> Vocabulary:
     """The vocabulary shipped in the package, loaded and validated once per process."""

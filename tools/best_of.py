@@ -18,7 +18,6 @@ that always picks the better one.
 from __future__ import annotations
 
 import argparse
-import json
 import runpy
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import guidance_schedule  # noqa: E402
+from judge.compare import load_rows, outcomes  # noqa: E402
 
 
 def record(argv: list[str]) -> None:
@@ -93,40 +93,36 @@ def main(argv: list[str] | None = None) -> None:
         pick(argv[1:])
 
 
+def asked(record: dict) -> dict[str, bool]:
+    """The judge's outcome for the prompt's animal, place and each item ("item:hat") in one record."""
+    return {k: v for k, v in outcomes(record).items() if k in ("animal", "place") or k.startswith("item:")}
+
+
+def kind(thing: str) -> str:
+    return "items" if thing.startswith("item:") else thing
+
+
 def tally(records: list[dict]) -> dict:
     """The judge's figures over one record per prompt: animal, items (found, asked), place, all right."""
-    animal = place = found = asked = right = 0
-    for r in records:
-        c = r["check"]
-        animal += c["animal"]
-        place += c["place"]
-        found += sum(c["items"].values())
-        asked += len(c["items"])
-        right += c["animal"] and c["place"] and all(c["items"].values())
-    return dict(n=len(records), animal=animal, items=found, asked=asked, place=place, all_right=right)
+    rows = [asked(r) for r in records]
+    items = [v for a in rows for k, v in a.items() if kind(k) == "items"]
+    return dict(n=len(rows), animal=sum(a["animal"] for a in rows), items=sum(items), asked=len(items),
+                place=sum(a["place"] for a in rows), all_right=sum(all(a.values()) for a in rows))
 
 
 def flips(old: list[dict], new: list[dict]) -> str:
     """What `new` gained and lost against `old`, prompt by prompt: animal, items, place (+gained/-lost)."""
     out = {"animal": [0, 0], "items": [0, 0], "place": [0, 0]}
     for a, b in zip(old, new, strict=True):
-        pairs = [("animal", a["check"]["animal"], b["check"]["animal"]),
-                 ("place", a["check"]["place"], b["check"]["place"])]
-        pairs += [("items", v, b["check"]["items"][k]) for k, v in a["check"]["items"].items()]
-        for name, x, y in pairs:
-            out[name][0] += (not x) and y
-            out[name][1] += x and not y
+        now = asked(b)
+        for thing, was in asked(a).items():
+            out[kind(thing)][0] += (not was) and now[thing]
+            out[kind(thing)][1] += was and not now[thing]
     return "  ".join(f"{k} +{g}/-{lost}" for k, (g, lost) in out.items())
 
 
 def hits(record: dict) -> int:
-    c = record["check"]
-    return c["animal"] + c["place"] + sum(c["items"].values())
-
-
-def read_jsonl(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return sum(asked(record).values())
 
 
 def pick(argv: list[str]) -> None:
@@ -146,7 +142,7 @@ def pick(argv: list[str]) -> None:
         parser.error("one JSONL file per run")
     model, names = verifier.load(args.verifier)
     runs = [np.load(p) for p in args.runs]
-    records = [read_jsonl(p) for p in args.jsonl]
+    records = [load_rows([p]) for p in args.jsonl]
     prompts = runs[0]["prompts"]
     for run, recs in zip(runs, records, strict=True):
         if list(run["prompts"]) != list(prompts) or [r["prompt"] for r in recs] != list(prompts):
@@ -154,6 +150,8 @@ def pick(argv: list[str]) -> None:
     steps = len(runs[0]["sigmas"])
     if any(not 0 <= step <= steps for step in args.step):
         parser.error(f"--step: 0 to {steps} (the runs have {steps} steps; {steps}: the final latents)")
+    # each prompt's asked labels, once for every step and candidate
+    masks = [verifier.labels_of(r["settings"]["understood"].split(), names) > 0 for r in records[0]]
     picks = {f"seed run {k}": recs for k, recs in enumerate(records)}
     picks["oracle"] = [max(c, key=hits) for c in zip(*records, strict=True)]
     for step in args.step:
@@ -167,8 +165,7 @@ def pick(argv: list[str]) -> None:
             logits = [model(torch.from_numpy(v.astype(np.float32)), torch.full((len(v),), sig)).numpy() for v in lat]
         chosen = []
         for k in range(len(prompts)):
-            words = records[0][k]["settings"]["understood"].split()
-            scores = [verifier.asked_score(lg[k], names, words) for lg in logits]
+            scores = [verifier.mask_score(lg[k], masks[k]) for lg in logits]
             chosen.append(records[int(np.argmax(scores))][k])
         picks[f"picked at step {step} (sigma {sig:.2f}, {args.input})"] = chosen
     for name, chosen in picks.items():

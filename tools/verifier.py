@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cutecpp.vocab import Vocabulary, load_vocabulary
+from cutecpp.vocab import Vocabulary, load_vocabulary, verifier_label
 
 CATEGORIES = ("animal", "item", "place")
 WIDTHS = (64, 64, 64)  # at 32x32, 16x16, 8x8 (EncoderTiny: one width)
@@ -27,7 +27,7 @@ PRIOR_LOGIT = -4.0  # about the labels' share in the training pictures (1.5 %)
 def label_names(vocab: Vocabulary | None = None) -> list[str]:
     """The verifier's outputs, in order: 'category:id' for every animal, item and place."""
     vocab = vocab or load_vocabulary()
-    return [f"{c}:{e.id}" for c in CATEGORIES for e in vocab.entries(c)]
+    return [verifier_label(e) for c in CATEGORIES for e in vocab.entries(c)]
 
 
 def labels_of(words: list[str], names: list[str], vocab: Vocabulary | None = None) -> np.ndarray:
@@ -38,7 +38,7 @@ def labels_of(words: list[str], names: list[str], vocab: Vocabulary | None = Non
     for w in words:
         e = vocab.lookup(w)
         if e is not None and e.category in CATEGORIES:
-            y[index[f"{e.category}:{e.id}"]] = 1.0
+            y[index[verifier_label(e)]] = 1.0
     return y
 
 
@@ -88,6 +88,10 @@ def load(path) -> tuple[Verifier, list[str]]:
 def asked_score(logits: np.ndarray, names: list[str], words: list[str], vocab: Vocabulary | None = None) -> float:
     """How sure the verifier is that a candidate holds every animal, item and place the prompt's encoder
     words ask for: the sum of their log-probabilities (higher is better)."""
-    asked = labels_of(words, names, vocab) > 0
+    return mask_score(logits, labels_of(words, names, vocab) > 0)
+
+
+def mask_score(logits: np.ndarray, asked: np.ndarray) -> float:
+    """asked_score for the labels of a boolean mask (one mask serves every candidate of a prompt)."""
     logp = -np.logaddexp(0.0, -logits.astype(np.float64))  # log sigmoid
     return float(logp[asked].sum())

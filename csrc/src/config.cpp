@@ -30,7 +30,6 @@ constexpr uint32_t kMaxFeedForwardMult = 8;
 constexpr size_t kMaxIdLength = 256;
 constexpr size_t kMaxVerifierLabels = 4096;
 constexpr size_t kMaxLabelLength = 64;
-constexpr uint32_t kMaxCandidates = 16;
 
 [[noreturn]] void bad_value(const std::string & key, const std::string & why) {
     fail(CUTECPP_ERR_UNSUPPORTED, "key '" + key + "': " + why);

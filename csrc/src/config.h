@@ -133,6 +133,9 @@ struct AlignmentConfig {
 
 // The model's training noise schedule and its sampling defaults (cutecpp.sampling.*);
 // optional as a whole. Names and meanings follow diffusers' scheduler config.json.
+// Best of several seeds: at most this many candidates (cutecpp.sampling.candidates, cutecpp_sample_params).
+constexpr uint32_t kMaxCandidates = 16;
+
 struct SamplingConfig {
     std::string prediction;        // epsilon | v_prediction | flow (rectified flow: x_t = (1 - t) x0 + t noise)
     uint32_t num_train_timesteps = 0;

@@ -22,7 +22,6 @@ namespace {
 constexpr int kMaxTokens = 1024;  // as cutecpp_unet_eval
 constexpr int kMaxSide = 1024;
 constexpr float kMaxCfg = 100.0f;
-constexpr int kMaxCandidates = 16;
 
 void check_tokens(const char * what, const float * states, int n) {
     if (states == nullptr) fail(CUTECPP_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
@@ -42,7 +41,7 @@ BestOf best_of_plan(const cutecpp_model & model, const SamplingConfig & sc, cons
                     const cutecpp_sample_params & params, int h, int w) {
     BestOf b;
     b.candidates = params.candidates == -1 ? static_cast<int>(sc.candidates.value_or(1)) : params.candidates;
-    if (b.candidates < 1 || b.candidates > kMaxCandidates) {
+    if (b.candidates < 1 || b.candidates > static_cast<int>(kMaxCandidates)) {
         fail(CUTECPP_ERR_INVALID_ARGUMENT, "candidates must be 1 to " + std::to_string(kMaxCandidates) +
                                                " (-1: the model's default), got " + std::to_string(params.candidates));
     }
